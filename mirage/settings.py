@@ -1,0 +1,208 @@
+"""Mirage settings. Every value an operator may change is read from the
+environment here, and only here; `.env.example` documents each one."""
+from pathlib import Path
+from urllib.parse import unquote
+
+import environ
+from kombu import Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = BASE_DIR / ".mirage"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+SECRET_KEY = env("MIRAGE_SECRET_KEY", default="insecure-development-key-change-me")
+DEBUG = env.bool("MIRAGE_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("MIRAGE_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("MIRAGE_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "jobs",
+    "documents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mirage.urls"
+WSGI_APPLICATION = "mirage.wsgi.application"
+ASGI_APPLICATION = "mirage.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_from_url(url: str) -> dict:
+    config = environ.Env.db_url_config(url)
+    # A Unix socket directory arrives percent-encoded in the host part.
+    config["HOST"] = unquote(str(config.get("HOST") or ""))
+    config["CONN_MAX_AGE"] = env.int("MIRAGE_DATABASE_CONN_MAX_AGE", default=0)
+    config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+def _local_database_url() -> str:
+    """The URL `make services` wrote for the project-local PostgreSQL."""
+    url_file = STATE_DIR / "database_url"
+    if url_file.exists():
+        return url_file.read_text().strip()
+    # Not started yet: point at where it will be, so that commands which need
+    # no database (check, makemigrations --check) still run.
+    return "postgres://postgres@" + str(STATE_DIR / "pgdata").replace("/", "%2F") + "/mirage"
+
+
+MIRAGE_DATABASE_URL = env("MIRAGE_DATABASE_URL", default="") or _local_database_url()
+DATABASES = {"default": _database_from_url(MIRAGE_DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env("MIRAGE_STATIC_ROOT", default=str(STATE_DIR / "static"))
+MEDIA_URL = "media/"
+MEDIA_ROOT = env("MIRAGE_MEDIA_ROOT", default=str(STATE_DIR / "media"))
+
+MIRAGE_MAX_UPLOAD_MB = env.int("MIRAGE_MAX_UPLOAD_MB", default=50)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("MIRAGE_LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Mirage -----------------------------------------------------------------
+
+# Embedding provider: hash, local, ollama, openai, or a dotted path to an
+# Embedder class.
+MIRAGE_EMBEDDER = env("MIRAGE_EMBEDDER", default="local")
+MIRAGE_CHUNK_SIZE = env.int("MIRAGE_CHUNK_SIZE", default=400)
+MIRAGE_CHUNK_OVERLAP = env.int("MIRAGE_CHUNK_OVERLAP", default=40)
+MIRAGE_MAX_CONCURRENT_INDEXING_JOBS = env.int("MIRAGE_MAX_CONCURRENT_INDEXING_JOBS", default=4)
+MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS = env.int("MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS", default=3600)
+MIRAGE_JOB_RETENTION_DAYS = env.int("MIRAGE_JOB_RETENTION_DAYS", default=30)
+MIRAGE_RECONCILE_INTERVAL_SECONDS = env.int("MIRAGE_RECONCILE_INTERVAL_SECONDS", default=10)
+# A chunk claimed by a worker that has not finished within this many seconds
+# is considered lost (worker killed) and is dispatched again.
+MIRAGE_CHUNK_LEASE_SECONDS = env.int("MIRAGE_CHUNK_LEASE_SECONDS", default=120)
+MIRAGE_CHUNK_MAX_ATTEMPTS = env.int("MIRAGE_CHUNK_MAX_ATTEMPTS", default=5)
+# A document still `pending` this long after its job started was never
+# dispatched (lost message) and is dispatched again.
+MIRAGE_DISPATCH_GRACE_SECONDS = env.int("MIRAGE_DISPATCH_GRACE_SECONDS", default=60)
+MIRAGE_IMPORT_ROOTS = env.list("MIRAGE_IMPORT_ROOTS", default=[])
+
+MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
+MIRAGE_OLLAMA_MODEL = env("MIRAGE_OLLAMA_MODEL", default="mxbai-embed-large")
+MIRAGE_OPENAI_BASE_URL = env("MIRAGE_OPENAI_BASE_URL", default="https://api.openai.com/v1")
+MIRAGE_OPENAI_API_KEY = env("MIRAGE_OPENAI_API_KEY", default="")
+MIRAGE_OPENAI_MODEL = env("MIRAGE_OPENAI_MODEL", default="text-embedding-3-small")
+MIRAGE_OPENAI_DIMENSIONS = env.int("MIRAGE_OPENAI_DIMENSIONS", default=1536)
+MIRAGE_EMBED_TIMEOUT_SECONDS = env.float("MIRAGE_EMBED_TIMEOUT_SECONDS", default=60.0)
+MIRAGE_EMBED_REQUESTS_PER_MINUTE = env.int("MIRAGE_EMBED_REQUESTS_PER_MINUTE", default=0)
+
+# --- Celery -----------------------------------------------------------------
+
+MIRAGE_REDIS_URL = env("MIRAGE_REDIS_URL", default="redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = MIRAGE_REDIS_URL
+CELERY_RESULT_BACKEND = MIRAGE_REDIS_URL
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+# Acknowledge after the task ran, and give the message back when the worker
+# process dies under it: a killed worker loses no work.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message reserved per process: a killed worker strands at most one.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("MIRAGE_WORKER_PREFETCH_MULTIPLIER", default=1)
+# Hard limits on task run time; the broker's visibility timeout below must
+# stay above the longest of them, or Redis hands a running task to a second
+# worker.
+MIRAGE_PARSE_TIME_LIMIT_SECONDS = env.int("MIRAGE_PARSE_TIME_LIMIT_SECONDS", default=1800)
+MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", default=300)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("MIRAGE_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_TRACK_STARTED = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_DEFAULT_QUEUE = "ingest"
+CELERY_TASK_QUEUES = [Queue("ingest"), Queue("embed"), Queue("maintenance")]
+CELERY_TASK_ROUTES = {
+    "documents.embed_chunk": {"queue": "embed"},
+    "documents.*": {"queue": "ingest"},
+    "jobs.*": {"queue": "ingest"},
+    "reconcile.*": {"queue": "maintenance"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# Flower basic auth (user:password); Flower refuses to start without it in
+# `make run`.
+MIRAGE_FLOWER_BASIC_AUTH = env("MIRAGE_FLOWER_BASIC_AUTH", default="admin:change-me")
+MIRAGE_FLOWER_URL = env("MIRAGE_FLOWER_URL", default="http://127.0.0.1:5555")
+
+# --- REST framework -----------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Mirage API",
+    "DESCRIPTION": "Document ingestion, embedding and search.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
