@@ -35,6 +35,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -98,6 +99,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env("MIRAGE_STATIC_ROOT", default=str(STATE_DIR / "static"))
+# Serve static files from the app directories without collectstatic in
+# development; `make run` and the container image run collectstatic.
+WHITENOISE_USE_FINDERS = True
 MEDIA_URL = "media/"
 MEDIA_ROOT = env("MIRAGE_MEDIA_ROOT", default=str(STATE_DIR / "media"))
 
@@ -132,6 +136,11 @@ MIRAGE_CHUNK_MAX_ATTEMPTS = env.int("MIRAGE_CHUNK_MAX_ATTEMPTS", default=5)
 # A document still `pending` this long after its job started was never
 # dispatched (lost message) and is dispatched again.
 MIRAGE_DISPATCH_GRACE_SECONDS = env.int("MIRAGE_DISPATCH_GRACE_SECONDS", default=60)
+# A parse that started this long ago without producing chunks is considered
+# lost (its worker died) and is dispatched again.
+MIRAGE_PARSE_LEASE_SECONDS = env.int("MIRAGE_PARSE_LEASE_SECONDS", default=900)
+# How often a lost task is dispatched again before the work is failed.
+MIRAGE_MAX_DISPATCH_ATTEMPTS = env.int("MIRAGE_MAX_DISPATCH_ATTEMPTS", default=3)
 MIRAGE_IMPORT_ROOTS = env.list("MIRAGE_IMPORT_ROOTS", default=[])
 
 MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
@@ -205,4 +214,40 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Document ingestion, embedding and search.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Reconcilers (Celery beat) ------------------------------------------------
+# Defined here; django-celery-beat copies them into the database, where an
+# operator can disable one in the admin (the choice survives restarts).
+CELERY_BEAT_SCHEDULE = {
+    "finalize-settled-documents": {
+        "task": "reconcile.finalize_settled_documents",
+        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
+        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
+    },
+    "redispatch-stuck-chunks": {
+        "task": "reconcile.redispatch_stuck_chunks",
+        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
+        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
+    },
+    "redispatch-unparsed-documents": {
+        "task": "reconcile.redispatch_unparsed_documents",
+        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
+        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
+    },
+    "admit-pending-jobs": {
+        "task": "reconcile.admit_pending_jobs",
+        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
+        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
+    },
+    "fail-timed-out-jobs": {
+        "task": "reconcile.fail_timed_out_jobs",
+        "schedule": 60.0,
+        "options": {"expire_seconds": 120},
+    },
+    "purge-finished-jobs": {
+        "task": "reconcile.purge_finished_jobs",
+        "schedule": 3600.0,
+        "options": {"expire_seconds": 1800},
+    },
 }

@@ -1,0 +1,63 @@
+# Mirage: everything these targets create stays inside the repository
+# (.venv/, .mirage/), and is git-ignored.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+MANAGE := $(PY) manage.py
+DEPS_STAMP := $(VENV)/.deps-installed
+REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/local-model.txt
+PYTEST_ARGS ?=
+
+.PHONY: help venv services services-down migrate run demo test test-unit test-e2e lint bench clean
+
+help:
+	@echo "make demo        set up, run the pipeline on real documents, print results"
+	@echo "make test        set up and run the whole test suite"
+	@echo "make test-unit   fast unit tests only (no worker)"
+	@echo "make run         the whole stack in the foreground (web :8000, workers, beat, Flower :5555)"
+	@echo "make services    start the database and broker (idempotent)"
+	@echo "make bench       the benchmarks (prints one table)"
+
+$(DEPS_STAMP): $(REQUIREMENTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt -r requirements/local-model.txt
+	@touch $@
+
+venv: $(DEPS_STAMP)
+
+services: $(DEPS_STAMP)
+	$(PY) -m mirage.devservices up
+
+services-down: $(DEPS_STAMP)
+	$(PY) -m mirage.devservices down
+
+migrate: services
+	$(MANAGE) migrate --noinput -v 0
+
+run: migrate
+	$(MANAGE) collectstatic --noinput -v 0
+	$(VENV)/bin/honcho -f Procfile start
+
+demo: migrate
+	$(MANAGE) demo $(DEMO_PATHS)
+
+test: services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(DEPS_STAMP)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-e2e: services
+	$(PY) -m pytest -m "not unit" $(PYTEST_ARGS)
+
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: migrate
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean: services-down
+	rm -rf .mirage

@@ -1,0 +1,69 @@
+"""Document events and dispatch markers, both kept in Redis."""
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from jobs import events as job_events
+
+logger = logging.getLogger(__name__)
+
+# A marker per dispatched run lives as long as any sane run; it only has to
+# outlive the run's messages in the broker.
+DISPATCH_MARKER_TTL_SECONDS = 7 * 24 * 3600
+
+
+def document_payload(document) -> dict:
+    return {
+        "id": document.id,
+        "project_id": document.project_id,
+        "filename": document.filename,
+        "status": document.status,
+        "error_message": document.error_message,
+        "generation": document.generation,
+        "current_job_id": document.current_job_id,
+    }
+
+
+def publish_document(document) -> None:
+    job_events.publish(project_id=document.project_id, event="document.status", data=document_payload(document))
+
+
+def publish_document_id(document_id: int) -> None:
+    from documents.models import Document
+
+    document = Document.objects.filter(id=document_id).first()
+    if document is not None:
+        publish_document(document)
+
+
+def _marker(document_id: int, generation: int) -> str:
+    return f"mirage:dispatched:{document_id}:{generation}"
+
+
+def mark_dispatched(*, document_id: int, generation: int) -> None:
+    """Remember, in the broker's own Redis, that this run's tasks were sent. If
+    Redis later loses its data, the marker goes with the messages, and the
+    reconciler knows to send them again."""
+    try:
+        job_events.client().set(_marker(document_id, generation), 1, ex=DISPATCH_MARKER_TTL_SECONDS)
+    except redis.RedisError as exc:
+        logger.warning("dispatch marker for document %s not written: %s", document_id, exc)
+
+
+def documents_missing_dispatch_marker(runs) -> list[tuple[int, int]]:
+    """The (document_id, generation) runs whose marker is gone. Empty when
+    Redis cannot be asked (nothing can be concluded then)."""
+    runs = list(runs)
+    if not runs:
+        return []
+    try:
+        pipe = job_events.client().pipeline(transaction=False)
+        for document_id, generation in runs:
+            pipe.exists(_marker(document_id, generation))
+        found = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("dispatch markers not readable: %s", exc)
+        return []
+    return [run for run, exists in zip(runs, found) if not exists]

@@ -1,0 +1,111 @@
+"""Semantic (pgvector), keyword (PostgreSQL full text) and hybrid search
+within one project."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from documents.models import Project
+
+MODES = ("semantic", "keyword", "hybrid")
+# Reciprocal rank fusion constant (Cormack et al.): damps the head of each list.
+RRF_K = 60
+# HNSW candidate list size; also the most results a filtered scan collects
+# before giving up in iterative mode.
+EF_SEARCH = 100
+MAX_K = 100
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: int
+    document_id: int
+    filename: str
+    position: int
+    content: str
+    structure: dict
+    score: float
+
+
+_COLUMNS = "c.id, c.document_id, d.filename, c.position, c.content, c.structure"
+
+
+def _vector_literal(vector) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
+    """Nearest chunks by cosine distance, through the model's partial HNSW
+    index. Iterative index scans keep going until k rows of this project are
+    found (a plain filtered HNSW scan can return fewer than k)."""
+    dims = int(project.embedding_dimensions)
+    sql = f"""
+        WITH nearest AS MATERIALIZED (
+            SELECT {_COLUMNS}, c.embedding::vector({dims}) <=> %(q)s::vector({dims}) AS distance
+              FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
+             WHERE c.embedding_model = %(model)s AND d.project_id = %(project)s
+               AND c.status IN ('ready', 'corrupted')
+             ORDER BY c.embedding::vector({dims}) <=> %(q)s::vector({dims})
+             LIMIT %(k)s
+        )
+        SELECT * FROM nearest ORDER BY distance, id
+    """
+    params = {"q": _vector_literal(vector), "model": project.embedding_model, "project": project.id, "k": k}
+    with transaction.atomic(), connection.cursor() as cursor:
+        # set_config(..., true) lasts for this transaction only.
+        cursor.execute(
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+            "set_config('hnsw.ef_search', %s, true)",
+            [str(max(EF_SEARCH, k))],
+        )
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [SearchHit(*row[:6], score=1.0 - float(row[6])) for row in rows]
+
+
+def keyword(*, project: Project, query: str, k: int) -> list[SearchHit]:
+    sql = f"""
+        SELECT {_COLUMNS}, ts_rank_cd(c.search_vector, q) AS rank
+          FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id,
+               websearch_to_tsquery('simple', %(query)s) q
+         WHERE d.project_id = %(project)s AND c.search_vector @@ q
+         ORDER BY rank DESC, c.id
+         LIMIT %(k)s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"query": query, "project": project.id, "k": k})
+        rows = cursor.fetchall()
+    return [SearchHit(*row[:6], score=float(row[6])) for row in rows]
+
+
+def fuse(rankings: list[list[SearchHit]], k: int) -> list[SearchHit]:
+    """Reciprocal rank fusion: score = sum over lists of 1 / (RRF_K + rank)."""
+    scores: dict[int, float] = {}
+    hits: dict[int, SearchHit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    ordered = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:k]
+    return [
+        SearchHit(**{**hits[chunk_id].__dict__, "score": round(scores[chunk_id], 6)}) for chunk_id in ordered
+    ]
+
+
+def search(*, project: Project, query: str, k: int = 10, mode: str = "semantic") -> list[SearchHit]:
+    from documents.services import project_embedder
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    k = max(1, min(MAX_K, int(k)))
+    if mode == "keyword":
+        return keyword(project=project, query=query, k=k)
+    vector = project_embedder(project).embed_batch([query])[0].vector
+    if mode == "semantic":
+        return semantic(project=project, vector=vector, k=k)
+    candidates = 4 * k
+    return fuse(
+        [semantic(project=project, vector=vector, k=candidates), keyword(project=project, query=query, k=candidates)],
+        k,
+    )

@@ -1,0 +1,877 @@
+"""Every change to projects, documents and chunks, one function each.
+
+Where a document's status changes: here, and only here. Each write is a
+conditional UPDATE (or runs under a row lock) guarded by the document's
+`generation` or the chunk's `attempts`, so a late, duplicate or cancelled
+task can never overwrite newer state.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+import traceback
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from celery import chord, signature
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from documents import events, vectorindex
+from documents.chunking import chunk_sections
+from documents.embeddings import get_embedder
+from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, TransientEmbeddingError
+from documents.models import Chunk, Document, EmbeddingCacheEntry, Project
+from documents.parsers import ParseError, detect_type, parse_file
+from documents.status import derive_document_status
+from jobs import services as job_services
+from jobs.models import Job
+
+logger = logging.getLogger(__name__)
+
+DocStatus = Document.Status
+ChunkStatus = Chunk.Status
+
+INSERT_BATCH_SIZE = 1000
+DETECTION_HEAD_BYTES = 64 * 1024
+# Progress is written about this many times per job, not once per chunk, so
+# thousands of concurrent chunk tasks do not queue on one job row.
+PROGRESS_STEPS = 50
+
+
+class UploadRejected(Exception):
+    """A file that cannot become a document; the message says why."""
+
+
+class UploadTooLarge(UploadRejected):
+    pass
+
+
+class EmptyUpload(UploadRejected):
+    pass
+
+
+class DocumentBusy(Exception):
+    """The document has work in flight; the message says which job."""
+
+
+# --- Projects -------------------------------------------------------------------
+
+
+@transaction.atomic
+def project_create(*, name: str, embedder: str | None = None, members=()) -> Project:
+    """Create a project and pin its embedding model (from `embedder` or
+    MIRAGE_EMBEDDER)."""
+    spec = embedder or settings.MIRAGE_EMBEDDER
+    provider = get_embedder(spec)
+    project = Project.objects.create(
+        name=name,
+        embedder=spec,
+        embedding_model=provider.model_id,
+        embedding_dimensions=provider.dimensions,
+    )
+    if members:
+        project.members.add(*members)
+    transaction.on_commit(
+        lambda: vectorindex.ensure_index(model_id=provider.model_id, dimensions=provider.dimensions)
+    )
+    return project
+
+
+def project_embedder(project: Project):
+    provider = get_embedder(project.embedder)
+    if provider.model_id != project.embedding_model or provider.dimensions != project.embedding_dimensions:
+        raise PermanentEmbeddingError(
+            f"project {project.name!r} is pinned to {project.embedding_model} "
+            f"({project.embedding_dimensions} dims) but the configured provider serves "
+            f"{provider.model_id} ({provider.dimensions} dims)"
+        )
+    return provider
+
+
+# --- Submitting files -------------------------------------------------------------
+
+
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^\w.\- ()+,@]", re.UNICODE)
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe base name: no directories, no control characters, no leading dots."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").split("/")[-1]
+    name = _UNSAFE_FILENAME_CHARS.sub("_", name).strip(" .")
+    if not name:
+        name = "document"
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: 200 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 16 else name[:200]
+    return name
+
+
+@dataclass(frozen=True)
+class Submission:
+    document: Document
+    job: Job | None
+    created: bool
+
+
+def _spool(source: BinaryIO, max_bytes: int) -> tuple[tempfile.NamedTemporaryFile, str, int, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    spool = tempfile.NamedTemporaryFile(prefix="mirage-upload-", delete=True)
+    try:
+        while block := source.read(1024 * 1024):
+            size += len(block)
+            if size > max_bytes:
+                raise UploadTooLarge(
+                    f"file is larger than the {settings.MIRAGE_MAX_UPLOAD_MB} MB limit (MIRAGE_MAX_UPLOAD_MB)"
+                )
+            if len(head) < DETECTION_HEAD_BYTES:
+                head += block[: DETECTION_HEAD_BYTES - len(head)]
+            digest.update(block)
+            spool.write(block)
+        spool.flush()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool, digest.hexdigest(), size, head
+
+
+def document_submit(
+    *,
+    project: Project,
+    source: BinaryIO,
+    filename: str,
+    metadata: dict | None = None,
+    parent_job: Job | None = None,
+) -> Submission:
+    """Store a file and queue its indexing.
+
+    Returns the existing document (created=False, nothing started) when the
+    project already holds the same bytes. Raises UploadTooLarge, EmptyUpload
+    or parsers.UnsupportedFileType (with `detected_type`) for files that
+    cannot become documents.
+    """
+    filename = sanitize_filename(filename)
+    spool, sha256, size, head = _spool(source, settings.MIRAGE_MAX_UPLOAD_MB * 1024 * 1024)
+    with spool:
+        if size == 0:
+            raise EmptyUpload("file is empty")
+        existing = Document.objects.filter(project=project, content_sha256=sha256).first()
+        if existing is not None:
+            return Submission(document=existing, job=existing.current_job, created=False)
+        file_type = detect_type(head, filename)
+        document = Document(
+            project=project,
+            filename=filename,
+            file_type=file_type,
+            size_bytes=size,
+            content_sha256=sha256,
+            metadata=metadata or {},
+        )
+        document.file.save(filename, File(spool, name=filename), save=False)
+    try:
+        with transaction.atomic():
+            document.save()
+            job = job_services.job_create(
+                kind=Job.Kind.INDEX_DOCUMENT,
+                project_id=project.id,
+                subject_id=document.id,
+                parent=parent_job,
+                metadata={"filename": filename},
+            )
+            Document.objects.filter(id=document.id).update(current_job=job)
+            document.current_job = job
+            transaction.on_commit(lambda: events.publish_document(document))
+    except IntegrityError:
+        # The same bytes arrived concurrently and the other upload won.
+        default_storage.delete(document.file.name)
+        existing = Document.objects.get(project=project, content_sha256=sha256)
+        return Submission(document=existing, job=existing.current_job, created=False)
+    return Submission(document=document, job=job, created=True)
+
+
+# --- Starting runs ------------------------------------------------------------------
+
+
+def _document_job_active(document: Document) -> Job | None:
+    if document.current_job_id is None:
+        return None
+    job = Job.objects.filter(id=document.current_job_id, status__in=Job.ACTIVE_STATUSES).first()
+    return job
+
+
+@transaction.atomic
+def document_reindex(*, document: Document) -> Job:
+    """Queue a re-parse of the stored file. Unchanged chunks keep their vectors."""
+    return _document_start_job(document=document, kind=Job.Kind.REINDEX_DOCUMENT)
+
+
+@transaction.atomic
+def document_retry_failed(*, document: Document, include_corrupted: bool = False) -> Job:
+    """Queue a job that re-embeds only the chunks in `error` (and optionally
+    `corrupted`); `ready` chunks are not touched."""
+    return _document_start_job(
+        document=document,
+        kind=Job.Kind.RETRY_CHUNKS,
+        metadata={"include_corrupted": include_corrupted},
+    )
+
+
+def _document_start_job(*, document: Document, kind: str, metadata: dict | None = None) -> Job:
+    document = Document.objects.select_for_update().get(id=document.id)
+    active = _document_job_active(document)
+    if active is not None:
+        raise DocumentBusy(f"document {document.id} already has job {active.id} ({active.kind}, {active.status})")
+    job = job_services.job_create(
+        kind=kind,
+        project_id=document.project_id,
+        subject_id=document.id,
+        metadata={"filename": document.filename, **(metadata or {})},
+    )
+    document.current_job = job
+    document.save(update_fields=["current_job", "updated_at"])
+    return job
+
+
+def document_delete(*, document: Document) -> None:
+    """Delete a document, its chunks and its file; active work is cancelled first."""
+    with transaction.atomic():
+        document = Document.objects.select_for_update().get(id=document.id)
+        active = _document_job_active(document)
+        if active is not None:
+            job_services.job_cancel(job_id=active.id)
+        file_name = document.file.name
+        document.delete()
+        transaction.on_commit(lambda: default_storage.delete(file_name))
+
+
+def document_cancel_work(job: Job) -> None:
+    """Stop a document's run (cancel hook of the document job kinds; runs in
+    the cancelling transaction). Bumping the generation makes every task of
+    the run a no-op from now on; chunks claimed by a worker go back to
+    `pending` so that their late results are refused."""
+    document = Document.objects.select_for_update().filter(id=job.subject_id).first()
+    if document is None or document.current_job_id != job.id:
+        return
+    Chunk.objects.filter(document=document, status=ChunkStatus.PROCESSING).update(
+        status=ChunkStatus.PENDING, lease_expires_at=None, updated_at=timezone.now()
+    )
+    final_status = DocStatus.CANCELLED if job.status == Job.Status.CANCELLED else DocStatus.ERROR
+    message = "" if final_status == DocStatus.CANCELLED else (job.error_message or "the job failed")
+    Document.objects.filter(id=document.id).update(
+        status=final_status,
+        error_message=message,
+        generation=document.generation + 1,
+        updated_at=timezone.now(),
+    )
+    document.refresh_from_db()
+    transaction.on_commit(lambda: events.publish_document(document))
+
+
+# --- Parsing ----------------------------------------------------------------------
+
+
+def _effective_chunk_tokens(provider) -> int:
+    return max(16, min(settings.MIRAGE_CHUNK_SIZE, provider.max_input_tokens))
+
+
+def _begin_run(*, document_id: int, job_id: int) -> Document | None:
+    """Move the document to `indexing` for this job and return it with its new
+    generation, or None if the job is no longer the document's live job."""
+    with transaction.atomic():
+        document = Document.objects.select_for_update().select_related("project").filter(id=document_id).first()
+        job = Job.objects.filter(id=job_id).first()
+        if document is None or job is None:
+            if job is not None:
+                job_services.job_fail(job_id=job_id, error_type="not_found", error_message="document was deleted")
+            return None
+        if job.status != Job.Status.RUNNING or document.current_job_id != job_id:
+            logger.info("document %s: job %s is not its live job; nothing to do", document_id, job_id)
+            return None
+        if job.celery_chord_id:
+            # A redelivered parse for a run that already dispatched its chunks.
+            logger.info("document %s: job %s already dispatched; nothing to do", document_id, job_id)
+            return None
+        document.generation += 1
+        document.status = DocStatus.INDEXING
+        document.error_message = ""
+        document.parsing_started_at = timezone.now()
+        document.parsing_finished_at = None
+        document.embedding_finished_at = None
+        document.save(
+            update_fields=[
+                "generation", "status", "error_message", "parsing_started_at",
+                "parsing_finished_at", "embedding_finished_at", "updated_at",
+            ]
+        )
+        job_services.job_set_progress(job_id=job_id, percentage=1, message=f"parsing {document.filename}")
+        transaction.on_commit(lambda: events.publish_document(document))
+    return document
+
+
+def document_parse(*, document_id: int, job_id: int) -> None:
+    """Parse the stored file into chunks and dispatch their embedding.
+
+    For a reindex, chunks whose text did not change keep their rows and
+    vectors; the others are replaced.
+    """
+    document = _begin_run(document_id=document_id, job_id=job_id)
+    if document is None:
+        return
+    generation = document.generation
+    try:
+        provider = project_embedder(document.project)
+        path = Path(document.file.path)
+        parsed = parse_file(path, document.filename)
+        drafts = list(
+            chunk_sections(
+                parsed.sections,
+                max_tokens=_effective_chunk_tokens(provider),
+                overlap_tokens=settings.MIRAGE_CHUNK_OVERLAP,
+                count_tokens=provider.count_tokens,
+            )
+        )
+    except (ParseError, EmbeddingError) as exc:
+        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
+                       error_type="parse_error", message=str(exc))
+        return
+    except FileNotFoundError:
+        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
+                       error_type="file_missing", message="the stored file is missing")
+        return
+    except Exception as exc:  # noqa: BLE001 - any parser crash is the file's error, reported in words
+        logger.exception("document %s: parser crashed", document_id)
+        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
+                       error_type="parse_error", message=f"could not read the file: {exc}",
+                       error_traceback=traceback.format_exc())
+        return
+    if not drafts:
+        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
+                       error_type="no_content", message="no extractable text: the file has nothing to index")
+        return
+    _store_chunks_and_dispatch(document=document, job_id=job_id, generation=generation,
+                               drafts=drafts, title=parsed.title, metadata=parsed.metadata)
+
+
+def _store_chunks_and_dispatch(*, document: Document, job_id: int, generation: int, drafts, title, metadata) -> None:
+    chord_id = str(uuid.uuid4())
+    model_id = document.project.embedding_model
+    with transaction.atomic():
+        locked = Document.objects.select_for_update().filter(id=document.id, generation=generation).first()
+        if locked is None:
+            logger.info("document %s: generation moved during parsing; results dropped", document.id)
+            return
+        kept = {
+            chunk.content_sha256: chunk
+            for chunk in Chunk.objects.filter(
+                document=document, status=ChunkStatus.READY, embedding_model=model_id
+            ).only("id", "content_sha256")
+        }
+        now = timezone.now()
+        keep_ids: dict[int, tuple[int, dict]] = {}
+        new_chunks: list[Chunk] = []
+        for draft in drafts:
+            sha = hashlib.sha256(draft.content.encode("utf-8")).hexdigest()
+            reusable = kept.pop(sha, None)
+            if reusable is not None:
+                keep_ids[reusable.id] = (draft.position, draft.structure)
+                continue
+            new_chunks.append(
+                Chunk(
+                    document=document,
+                    position=draft.position,
+                    content=draft.content,
+                    content_sha256=sha,
+                    token_count=draft.token_count,
+                    structure=draft.structure,
+                    status=ChunkStatus.PENDING,
+                    dispatched_at=now,
+                )
+            )
+        Chunk.objects.filter(document=document).exclude(id__in=keep_ids).delete()
+        if keep_ids:
+            _reposition(keep_ids)
+        Chunk.objects.bulk_create(new_chunks, batch_size=INSERT_BATCH_SIZE)
+        locked.parsing_finished_at = now
+        locked.metadata = {**locked.metadata, **({"title": title} if title else {}), **(metadata or {})}
+        locked.save(update_fields=["parsing_finished_at", "metadata", "updated_at"])
+        job_services.job_set_progress(
+            job_id=job_id,
+            percentage=10,
+            message=f"embedding 0/{len(new_chunks)} chunks ({len(keep_ids)} unchanged)",
+            chunks_created=len(drafts),
+        )
+        job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
+        new_ids = [chunk.id for chunk in new_chunks]
+        if new_ids:
+            transaction.on_commit(
+                lambda: dispatch_chord(chunk_ids=new_ids, document_id=document.id, generation=generation,
+                                       chord_id=chord_id)
+            )
+        else:
+            # Nothing to embed (an unchanged reindex): finish now.
+            transaction.on_commit(lambda: document_finalize(document_id=document.id, generation=generation))
+
+
+def _reposition(keep: dict[int, tuple[int, dict]]) -> None:
+    """Give kept chunks their new positions without tripping the unique
+    (document, position) constraint mid-update."""
+    offset = 1_000_000_000
+    chunks = list(Chunk.objects.filter(id__in=keep))
+    for chunk in chunks:
+        chunk.position = offset + keep[chunk.id][0]
+    Chunk.objects.bulk_update(chunks, ["position"], batch_size=INSERT_BATCH_SIZE)
+    for chunk in chunks:
+        chunk.position, chunk.structure = keep[chunk.id]
+    Chunk.objects.bulk_update(chunks, ["position", "structure"], batch_size=INSERT_BATCH_SIZE)
+
+
+def dispatch_chord(*, chunk_ids: list[int], document_id: int, generation: int, chord_id: str) -> None:
+    """One embed_chunk task per chunk; finalize_document runs when all return."""
+    header = [signature("documents.embed_chunk", args=[chunk_id]) for chunk_id in chunk_ids]
+    callback = signature("documents.finalize_document", args=[document_id, generation], immutable=True)
+    chord(header)(callback.set(task_id=chord_id))
+    events.mark_dispatched(document_id=document_id, generation=generation)
+
+
+def dispatch_chunks(chunk_ids: list[int]) -> None:
+    """Send embed_chunk tasks outside any chord (reconciler re-dispatch)."""
+    for chunk_id in chunk_ids:
+        signature("documents.embed_chunk", args=[chunk_id]).apply_async()
+
+
+def _document_fail(
+    *, document_id: int, job_id: int, generation: int, error_type: str, message: str, error_traceback: str = ""
+) -> None:
+    with transaction.atomic():
+        updated = Document.objects.filter(id=document_id, generation=generation).update(
+            status=DocStatus.ERROR, error_message=message, updated_at=timezone.now()
+        )
+        if not updated:
+            return
+        job_services.job_fail(job_id=job_id, error_type=error_type, error_message=message,
+                              error_traceback=error_traceback)
+        document = Document.objects.get(id=document_id)
+        transaction.on_commit(lambda: events.publish_document(document))
+
+
+# --- Retry failed chunks ------------------------------------------------------------
+
+
+def document_retry_chunks(*, document_id: int, job_id: int) -> None:
+    """Re-queue the document's failed chunks (the retry job's work)."""
+    document = _begin_run(document_id=document_id, job_id=job_id)
+    if document is None:
+        return
+    job = Job.objects.get(id=job_id)
+    statuses = [ChunkStatus.ERROR]
+    if job.metadata.get("include_corrupted"):
+        statuses.append(ChunkStatus.CORRUPTED)
+    chord_id = str(uuid.uuid4())
+    with transaction.atomic():
+        now = timezone.now()
+        chunk_ids = list(
+            Chunk.objects.filter(document_id=document_id, status__in=statuses).values_list("id", flat=True)
+        )
+        Chunk.objects.filter(id__in=chunk_ids).update(
+            status=ChunkStatus.PENDING, error="", attempts=0, lease_expires_at=None,
+            dispatched_at=now, updated_at=now,
+        )
+        Document.objects.filter(id=document_id).update(parsing_finished_at=now)
+        job_services.job_set_progress(job_id=job_id, percentage=10,
+                                      message=f"retrying 0/{len(chunk_ids)} failed chunks",
+                                      chunks_created=len(chunk_ids))
+        job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
+        generation = document.generation
+        if chunk_ids:
+            transaction.on_commit(lambda: dispatch_chord(chunk_ids=chunk_ids, document_id=document_id,
+                                                         generation=generation, chord_id=chord_id))
+        else:
+            transaction.on_commit(lambda: document_finalize(document_id=document_id, generation=generation))
+
+
+# --- Embedding one chunk --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedChunk:
+    id: int
+    attempts: int
+    content: str
+    content_sha256: str
+    position: int
+    document_id: int
+    generation: int
+    job_id: int | None
+    embedder: str
+    embedding_model: str
+    embedding_dimensions: int
+
+
+_CLAIM_SQL = """
+UPDATE documents_chunk AS c
+   SET status = 'processing', attempts = c.attempts + 1, claimed_at = now(),
+       lease_expires_at = now() + make_interval(secs => %s), updated_at = now()
+  FROM documents_document AS d JOIN documents_project AS p ON p.id = d.project_id
+ WHERE c.id = %s AND c.status = 'pending' AND d.id = c.document_id AND d.status = 'indexing'
+RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_id, d.generation,
+          d.current_job_id, p.embedder, p.embedding_model, p.embedding_dimensions
+"""
+
+
+def chunk_claim(*, chunk_id: int) -> ClaimedChunk | None:
+    """Take a pending chunk of an indexing document for this worker. Returns
+    None when there is nothing to do (already final, claimed elsewhere, or the
+    run was cancelled)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [settings.MIRAGE_CHUNK_LEASE_SECONDS, chunk_id])
+        row = cursor.fetchone()
+    return ClaimedChunk(*row) if row else None
+
+
+def _chunk_write(claim: ClaimedChunk, **fields) -> bool:
+    fields.setdefault("updated_at", timezone.now())
+    fields.setdefault("lease_expires_at", None)
+    return (
+        Chunk.objects.filter(id=claim.id, status=ChunkStatus.PROCESSING, attempts=claim.attempts).update(**fields)
+        == 1
+    )
+
+
+def chunk_mark_embedded(*, claim: ClaimedChunk, vector: list[float], truncated: bool) -> bool:
+    """Store a chunk's vector. Returns False when the claim was lost (the chunk
+    was re-dispatched, cancelled or already final), so nothing is counted twice."""
+    if len(vector) != claim.embedding_dimensions:
+        raise PermanentEmbeddingError(
+            f"provider returned a {len(vector)}-dimensional vector; the project expects "
+            f"{claim.embedding_dimensions}"
+        )
+    return _chunk_write(
+        claim,
+        status=ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY,
+        embedding=vector,
+        embedding_model=claim.embedding_model,
+        error="input was truncated by the embedding model" if truncated else "",
+    )
+
+
+def chunk_mark_failed(*, claim: ClaimedChunk, reason: str) -> bool:
+    return _chunk_write(claim, status=ChunkStatus.ERROR, error=reason[:2000])
+
+
+def chunk_release(*, claim: ClaimedChunk, reason: str) -> bool:
+    """Give a chunk back after a transient failure so it can be claimed again."""
+    return _chunk_write(claim, status=ChunkStatus.PENDING, error=reason[:2000], dispatched_at=timezone.now())
+
+
+def _cache_get(model_id: str, text_sha256: str) -> EmbeddingCacheEntry | None:
+    return EmbeddingCacheEntry.objects.filter(model_id=model_id, text_sha256=text_sha256).first()
+
+
+def _cache_put(model_id: str, text_sha256: str, vector: list[float], truncated: bool) -> None:
+    EmbeddingCacheEntry.objects.bulk_create(
+        [EmbeddingCacheEntry(model_id=model_id, text_sha256=text_sha256, embedding=vector, truncated=truncated)],
+        ignore_conflicts=True,
+    )
+
+
+@dataclass(frozen=True)
+class EmbedOutcome:
+    """What happened to one chunk task. `retry_in` is set when the task should
+    be retried after that many seconds."""
+
+    status: str
+    retry_in: float | None = None
+
+
+def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
+    """Claim, embed and store one chunk.
+
+    Transient provider failures give the chunk back (`pending`) and ask for a
+    retry until MIRAGE_CHUNK_MAX_ATTEMPTS; permanent ones, and the last
+    attempt, store `error` with the provider's reason.
+    """
+    claim = chunk_claim(chunk_id=chunk_id)
+    if claim is None:
+        return EmbedOutcome(status="skipped")
+    cached = _cache_get(claim.embedding_model, claim.content_sha256)
+    try:
+        if cached is not None:
+            vector, truncated = list(cached.embedding), cached.truncated
+        else:
+            provider = get_embedder(claim.embedder)
+            if provider.model_id != claim.embedding_model:
+                raise PermanentEmbeddingError(
+                    f"project is pinned to {claim.embedding_model} but the provider serves {provider.model_id}"
+                )
+            result = provider.embed_batch([claim.content])[0]
+            vector, truncated = list(result.vector), result.truncated
+        stored = chunk_mark_embedded(claim=claim, vector=vector, truncated=truncated)
+        if stored and cached is None:
+            _cache_put(claim.embedding_model, claim.content_sha256, vector, truncated)
+        status = ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY
+    except TransientEmbeddingError as exc:
+        if claim.attempts >= settings.MIRAGE_CHUNK_MAX_ATTEMPTS:
+            chunk_mark_failed(claim=claim, reason=f"gave up after {claim.attempts} attempts: {exc}")
+            status = ChunkStatus.ERROR
+        else:
+            chunk_release(claim=claim, reason=str(exc))
+            backoff = min(30.0, 2.0 ** claim.attempts)
+            return EmbedOutcome(status="retry", retry_in=max(exc.retry_after or 0.0, backoff))
+    except PermanentEmbeddingError as exc:
+        chunk_mark_failed(claim=claim, reason=str(exc))
+        status = ChunkStatus.ERROR
+    _report_progress(claim)
+    return EmbedOutcome(status=status)
+
+
+def _report_progress(claim: ClaimedChunk) -> None:
+    if claim.job_id is None:
+        return
+    job = Job.objects.filter(id=claim.job_id).only("chunks_created").first()
+    total = job.chunks_created if job else 0
+    step = max(1, total // PROGRESS_STEPS)
+    if total and claim.position % step:
+        return
+    counts = document_chunk_counts(claim.document_id)
+    done = sum(counts.get(status, 0) for status in Chunk.FINAL_STATUSES)
+    all_chunks = sum(counts.values()) or 1
+    job_services.job_set_progress(
+        job_id=claim.job_id,
+        percentage=10 + int(89 * done / all_chunks),
+        message=f"embedding {done}/{all_chunks} chunks",
+    )
+    events.publish_document_id(claim.document_id)
+
+
+# --- Finishing a run -----------------------------------------------------------------
+
+
+def document_chunk_counts(document_id: int) -> dict[str, int]:
+    rows = Chunk.objects.filter(document_id=document_id).values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}
+
+
+def document_finalize(*, document_id: int, generation: int | None = None) -> str | None:
+    """Set the document's final status from its chunks, and end its job
+    truthfully: `completed` only when the document is `ready` or `partial`.
+
+    Does nothing while chunks are still in flight, for a stale generation, or
+    for a document that is not `indexing`. Returns the status it set.
+    """
+    with transaction.atomic():
+        document = Document.objects.select_for_update().filter(id=document_id).first()
+        if document is None or document.status != DocStatus.INDEXING:
+            return None
+        if generation is not None and document.generation != generation:
+            return None
+        counts = document_chunk_counts(document_id)
+        status = derive_document_status(counts)
+        if status == DocStatus.INDEXING:
+            return None
+        now = timezone.now()
+        failed = counts.get(ChunkStatus.ERROR, 0)
+        corrupted = counts.get(ChunkStatus.CORRUPTED, 0)
+        total = sum(counts.values())
+        document.status = status
+        document.embedding_finished_at = now
+        document.indexed_at = now if status in (DocStatus.READY, DocStatus.PARTIAL) else document.indexed_at
+        document.error_message = _status_reason(status, counts, document_id)
+        document.save(update_fields=["status", "embedding_finished_at", "indexed_at", "error_message", "updated_at"])
+        if document.current_job_id:
+            counters = {"chunks_failed": failed, "files_indexed": 1 if status != DocStatus.ERROR else 0}
+            if status in (DocStatus.READY, DocStatus.PARTIAL):
+                usable = total - failed
+                job_services.job_complete(
+                    job_id=document.current_job_id,
+                    message=f"{usable}/{total} chunks embedded"
+                    + (f", {failed} failed" if failed else "")
+                    + (f", {corrupted} truncated" if corrupted else ""),
+                    **counters,
+                )
+            else:
+                job_services.job_fail(
+                    job_id=document.current_job_id,
+                    error_type="embedding_failed",
+                    error_message=document.error_message,
+                    **counters,
+                )
+        transaction.on_commit(lambda: events.publish_document(document))
+    logger.info("document %s finalized as %s (%s)", document_id, status, counts)
+    return status
+
+
+def _status_reason(status: str, counts: dict[str, int], document_id: int) -> str:
+    if status == DocStatus.READY:
+        return ""
+    total = sum(counts.values())
+    failed = counts.get(ChunkStatus.ERROR, 0)
+    if total == 0:
+        return "no chunks: the file has nothing to index"
+    first_error = (
+        Chunk.objects.filter(document_id=document_id, status=ChunkStatus.ERROR)
+        .order_by("position")
+        .values_list("error", flat=True)
+        .first()
+    )
+    if status == DocStatus.ERROR:
+        return f"no chunk could be embedded ({failed}/{total} failed): {first_error}"
+    parts = []
+    if failed:
+        parts.append(f"{failed}/{total} chunks failed (first error: {first_error})")
+    if counts.get(ChunkStatus.CORRUPTED, 0):
+        parts.append(f"{counts[ChunkStatus.CORRUPTED]}/{total} chunks were truncated by the model")
+    return "; ".join(parts)
+
+
+# --- Repairs (used by the reconcilers and mirage_check --repair) -------------------------
+
+
+def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
+    """Send again the tasks of chunks whose worker died (`processing` past the
+    lease) or whose message was lost (`pending`, last sent over a lease ago,
+    or sent before the broker lost its data). A chunk out of attempts ends
+    `error` with the reason."""
+    now = timezone.now()
+    lease = timedelta(seconds=settings.MIRAGE_CHUNK_LEASE_SECONDS)
+    max_attempts = settings.MIRAGE_CHUNK_MAX_ATTEMPTS
+    gave_up = 0
+    with transaction.atomic():
+        expired = list(
+            Chunk.objects.select_for_update(skip_locked=True)
+            .filter(status=ChunkStatus.PROCESSING, lease_expires_at__lt=now, document__status=DocStatus.INDEXING)
+            .values_list("id", "attempts")[:limit]
+        )
+        exhausted = [chunk_id for chunk_id, attempts in expired if attempts >= max_attempts]
+        retry = [chunk_id for chunk_id, attempts in expired if attempts < max_attempts]
+        if exhausted:
+            gave_up = Chunk.objects.filter(id__in=exhausted).update(
+                status=ChunkStatus.ERROR,
+                error=f"worker lost the chunk {max_attempts} times (lease of "
+                f"{settings.MIRAGE_CHUNK_LEASE_SECONDS} s expired each time)",
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        Chunk.objects.filter(id__in=retry).update(
+            status=ChunkStatus.PENDING, lease_expires_at=None, dispatched_at=now, updated_at=now
+        )
+        lost_documents = events.documents_missing_dispatch_marker(
+            Document.objects.filter(status=DocStatus.INDEXING, parsing_finished_at__isnull=False)
+            .values_list("id", "generation")
+        )
+        stale = Chunk.objects.select_for_update(skip_locked=True).filter(
+            status=ChunkStatus.PENDING, document__status=DocStatus.INDEXING
+        )
+        pending = list(
+            stale.filter(dispatched_at__lt=now - lease).values_list("id", flat=True)[:limit]
+        ) + list(stale.filter(document_id__in=[doc_id for doc_id, _ in lost_documents]).values_list("id", flat=True)[:limit])
+        pending = sorted(set(pending))
+        Chunk.objects.filter(id__in=pending).update(dispatched_at=now)
+        for doc_id, generation in lost_documents:
+            transaction.on_commit(lambda d=doc_id, g=generation: events.mark_dispatched(document_id=d, generation=g))
+        to_send = retry + pending
+        if to_send:
+            transaction.on_commit(lambda: dispatch_chunks(to_send))
+    if expired or pending:
+        logger.warning(
+            "reconcile: re-dispatched %s chunks past their lease, %s pending chunks with no live task; "
+            "%s chunks out of attempts set to error",
+            len(retry), len(pending), gave_up,
+        )
+    return {"lease_expired": len(retry), "pending_lost": len(pending), "gave_up": gave_up}
+
+
+def documents_finalize_settled() -> list[int]:
+    """Finalize `indexing` documents whose chunks are all final (the chord
+    callback was lost)."""
+    finalized = []
+    candidates = Document.objects.filter(status=DocStatus.INDEXING, parsing_finished_at__isnull=False).values_list(
+        "id", flat=True
+    )
+    for document_id in candidates:
+        counts = document_chunk_counts(document_id)
+        if derive_document_status(counts) != DocStatus.INDEXING:
+            status = document_finalize(document_id=document_id)
+            if status:
+                logger.warning("reconcile: finalized document %s as %s (its chord callback was lost)", document_id, status)
+                finalized.append(document_id)
+    return finalized
+
+
+def documents_redispatch_unparsed() -> dict[str, int]:
+    """Documents whose parse never ran or died: running job but the document
+    still `pending` past the grace period, or `indexing` with no chunks past
+    the parse lease. Sent again up to MIRAGE_MAX_DISPATCH_ATTEMPTS times, then
+    failed with the reason. Documents `pending` with no live job are failed."""
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.MIRAGE_DISPATCH_GRACE_SECONDS)
+    parse_lease = now - timedelta(seconds=settings.MIRAGE_PARSE_LEASE_SECONDS)
+    resent = failed = 0
+    for document in Document.objects.filter(status__in=Document.ACTIVE_STATUSES).select_related("current_job"):
+        job = document.current_job
+        if document.status == DocStatus.PENDING and (job is None or job.is_final):
+            with transaction.atomic():
+                if Document.objects.filter(id=document.id, status=DocStatus.PENDING, generation=document.generation).update(
+                    status=DocStatus.ERROR,
+                    error_message="the document was never dispatched (its job is gone or finished)",
+                    updated_at=now,
+                ):
+                    logger.warning("reconcile: document %s was never dispatched; set to error", document.id)
+                    failed += 1
+            continue
+        if job is None or job.status != Job.Status.RUNNING:
+            continue
+        lost_before_parse = document.status == DocStatus.PENDING and job.started_at and job.started_at < grace
+        lost_during_parse = (
+            document.status == DocStatus.INDEXING
+            and document.parsing_finished_at is None
+            and document.parsing_started_at
+            and document.parsing_started_at < parse_lease
+        )
+        if not (lost_before_parse or lost_during_parse):
+            continue
+        attempts = int(job.metadata.get("dispatch_attempts", 0))
+        with transaction.atomic():
+            if attempts >= settings.MIRAGE_MAX_DISPATCH_ATTEMPTS:
+                job_services.job_fail(
+                    job_id=job.id,
+                    error_type="dispatch_lost",
+                    error_message=f"the document was dispatched {attempts} times and never parsed",
+                )
+                Document.objects.filter(id=document.id, generation=document.generation).update(
+                    status=DocStatus.ERROR,
+                    error_message=f"the document was dispatched {attempts} times and never parsed",
+                    updated_at=now,
+                )
+                failed += 1
+                logger.warning("reconcile: document %s never parsed after %s dispatches; failed", document.id, attempts)
+                continue
+            Job.objects.filter(id=job.id).update(metadata={**job.metadata, "dispatch_attempts": attempts + 1})
+            if document.status == DocStatus.INDEXING:
+                # Let the next parse begin a fresh run.
+                Document.objects.filter(id=document.id).update(status=DocStatus.PENDING)
+            transaction.on_commit(lambda job=job: dispatch_job(job))
+        resent += 1
+        logger.warning("reconcile: re-dispatched the parse of document %s (job %s)", document.id, job.id)
+    return {"parse_resent": resent, "never_dispatched_failed": failed}
+
+
+def dispatch_job(job: Job) -> None:
+    """Send the task that does a document job's work."""
+    task_name = "documents.retry_chunks" if job.kind == Job.Kind.RETRY_CHUNKS else "documents.parse_document"
+    result = signature(task_name, args=[job.subject_id, job.id]).apply_async()
+    job_services.job_set_task_ids(job_id=job.id, task_id=result.id)
+

@@ -1,0 +1,74 @@
+"""Celery tasks: thin, idempotent, ids in and tiny values out."""
+from __future__ import annotations
+
+import logging
+import random
+
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from documents import services
+from jobs.locks import try_advisory_lock
+
+logger = logging.getLogger(__name__)
+
+# The database may be restarting: wait and try again rather than lose the task.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+DB_RETRY = {"autoretry_for": DATABASE_ERRORS, "retry_backoff": 2, "retry_backoff_max": 30, "max_retries": None,
+            "retry_jitter": True}
+
+
+@shared_task(name="documents.parse_document", bind=True, acks_late=True,
+             time_limit=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS,
+             soft_time_limit=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS - 30, **DB_RETRY)
+def parse_document(self, document_id: int, job_id: int) -> None:
+    services.document_parse(document_id=document_id, job_id=job_id)
+
+
+@shared_task(name="documents.retry_chunks", bind=True, acks_late=True, **DB_RETRY)
+def retry_chunks(self, document_id: int, job_id: int) -> None:
+    services.document_retry_chunks(document_id=document_id, job_id=job_id)
+
+
+@shared_task(name="documents.embed_chunk", bind=True, acks_late=True,
+             time_limit=settings.MIRAGE_EMBED_TIME_LIMIT_SECONDS,
+             soft_time_limit=settings.MIRAGE_EMBED_TIME_LIMIT_SECONDS - 10, **DB_RETRY)
+def embed_chunk(self, chunk_id: int) -> str:
+    """Returns the chunk's status in one word (the chord callback receives
+    every header's return value, so it stays tiny)."""
+    outcome = services.chunk_embed(chunk_id=chunk_id)
+    if outcome.retry_in is not None:
+        # Countdowns stay far below the broker's visibility timeout.
+        raise self.retry(countdown=outcome.retry_in * (0.5 + random.random()), max_retries=None)
+    return outcome.status
+
+
+@shared_task(name="documents.finalize_document", bind=True, acks_late=True, **DB_RETRY)
+def finalize_document(self, document_id: int, generation: int) -> str | None:
+    return services.document_finalize(document_id=document_id, generation=generation)
+
+
+@shared_task(name="documents.import_directory", bind=True, acks_late=True, **DB_RETRY)
+def import_directory(self, job_id: int) -> None:
+    from documents import imports
+
+    imports.import_run(job_id=job_id)
+
+
+@shared_task(name="reconcile.finalize_settled_documents", acks_late=True)
+def finalize_settled_documents() -> int:
+    with try_advisory_lock("reconcile.finalize_settled_documents") as acquired:
+        return len(services.documents_finalize_settled()) if acquired else 0
+
+
+@shared_task(name="reconcile.redispatch_stuck_chunks", acks_late=True)
+def redispatch_stuck_chunks() -> dict:
+    with try_advisory_lock("reconcile.redispatch_stuck_chunks") as acquired:
+        return services.chunks_redispatch_stuck() if acquired else {}
+
+
+@shared_task(name="reconcile.redispatch_unparsed_documents", acks_late=True)
+def redispatch_unparsed_documents() -> dict:
+    with try_advisory_lock("reconcile.redispatch_unparsed_documents") as acquired:
+        return services.documents_redispatch_unparsed() if acquired else {}

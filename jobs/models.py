@@ -1,0 +1,96 @@
+"""The record of one piece of background work.
+
+`jobs` knows nothing of documents: a job points at its subject with plain
+ids (`project_id`, `subject_id`) and the app that owns the kind registers
+how to run it (see `jobs.registry`).
+"""
+from django.db import models
+from django.db.models import Q
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        INDEX_DOCUMENT = "index_document", "Index a document"
+        REINDEX_DOCUMENT = "reindex_document", "Reindex a document"
+        RETRY_CHUNKS = "retry_chunks", "Retry failed chunks"
+        IMPORT_DIRECTORY = "import_directory", "Import a directory"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
+    FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    project_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    subject_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # Jobs of an import are children of the import job.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+
+    progress_percentage = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=255, blank=True, default="")
+    files_scanned = models.PositiveIntegerField(default=0)
+    files_indexed = models.PositiveIntegerField(default=0)
+    chunks_created = models.PositiveIntegerField(default=0)
+    chunks_failed = models.PositiveIntegerField(default=0)
+
+    error_message = models.TextField(blank=True, default="")
+    error_type = models.CharField(max_length=64, blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    metadata = models.JSONField(default=dict, blank=True)
+    celery_task_id = models.CharField(max_length=64, blank=True, default="")
+    celery_chord_id = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "running", "completed", "failed", "cancelled"]),
+                name="job_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["index_document", "reindex_document", "retry_chunks", "import_directory"]),
+                name="job_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress_percentage__gte=0) & Q(progress_percentage__lte=100),
+                name="job_progress_percentage_range",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="completed") | Q(progress_percentage=100),
+                name="job_completed_means_100_percent",
+            ),
+        ]
+        indexes = [
+            # What admission and the timeout reconciler scan: active jobs only.
+            models.Index(
+                fields=["status", "created_at"],
+                name="job_active_idx",
+                condition=Q(status__in=["pending", "running"]),
+            ),
+            # What retention purges: finished jobs by age.
+            models.Index(
+                fields=["completed_at"],
+                name="job_finished_idx",
+                condition=Q(status__in=["completed", "failed", "cancelled"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} {self.kind} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES

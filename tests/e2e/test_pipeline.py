@@ -1,0 +1,92 @@
+"""The pipeline end to end: real Postgres, real Redis, a real Celery worker."""
+import pytest
+
+from documents.models import Chunk, Document
+from jobs.models import Job
+from tests.support.factories import CORPUS, make_project, markdown_document, submit_bytes, submit_path
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+POISON_EMBEDDER = "tests.support.embedders.PoisonEmbedder"
+
+
+def wait_final(document, timeout=90):
+    return wait_until(
+        lambda: (d := Document.objects.get(id=document.id)).status in Document.FINAL_STATUSES and d,
+        timeout=timeout,
+        message=f"document {document.id} final",
+    )
+
+
+def test_markdown_document_ends_ready_with_every_chunk_embedded(worker):
+    project = make_project()
+    submission = submit_bytes(project, markdown_document(sections=4), "rivers.md")
+
+    document = wait_final(submission.document)
+
+    assert document.status == "ready"
+    chunks = list(Chunk.objects.filter(document=document).order_by("position"))
+    assert chunks and all(chunk.status == "ready" for chunk in chunks)
+    assert all(chunk.embedding is not None and len(chunk.embedding) == 384 for chunk in chunks)
+    assert [chunk.position for chunk in chunks] == list(range(len(chunks)))
+    assert chunks[1].structure["heading_path"][-1].startswith("Section")
+    job = Job.objects.get(id=submission.job.id)
+    assert job.status == "completed"
+    assert job.progress_percentage == 100
+    assert job.chunks_created == len(chunks) and job.chunks_failed == 0
+    assert document.indexed_at is not None
+
+
+def test_document_is_partial_and_job_completed_when_one_chunk_fails_permanently(worker):
+    project = make_project(embedder=POISON_EMBEDDER)
+    submission = submit_bytes(project, markdown_document(sections=4, poison_at=2), "poisoned.md")
+
+    document = wait_final(submission.document)
+
+    assert document.status == "partial"
+    assert "1/" in document.error_message
+    failed = Chunk.objects.filter(document=document, status="error")
+    assert failed.count() == 1
+    assert "rejected the input" in failed.get().error
+    job = Job.objects.get(id=submission.job.id)
+    assert job.status == "completed"
+    assert job.chunks_failed == 1
+
+
+def test_unreadable_file_gives_document_error_and_failed_job(worker):
+    project = make_project()
+    submission = submit_bytes(project, b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\nthis is not a pdf body", "broken.pdf")
+
+    document = wait_final(submission.document)
+
+    assert document.status == "error"
+    assert document.error_message
+    assert "Traceback" not in document.error_message
+    job = Job.objects.get(id=submission.job.id)
+    assert job.status == "failed"
+    assert job.error_type == "parse_error"
+    assert job.progress_percentage < 100
+    assert Chunk.objects.filter(document=document).count() == 0
+
+
+@pytest.mark.skipif(not (CORPUS / "pdf" / "epson-scan.pdf").exists(), reason="shared corpus not present")
+def test_image_only_pdf_is_an_error_never_ready_with_zero_chunks(worker):
+    project = make_project()
+    submission = submit_path(project, CORPUS / "pdf" / "epson-scan.pdf")
+
+    document = wait_final(submission.document)
+
+    assert document.status == "error"
+    assert "no extractable text" in document.error_message
+    assert Job.objects.get(id=submission.job.id).status == "failed"
+
+
+def test_same_bytes_twice_return_the_first_document_and_start_nothing(worker):
+    project = make_project()
+    first = submit_bytes(project, markdown_document(), "a.md")
+    second = submit_bytes(project, markdown_document(), "b.md")
+
+    assert second.created is False
+    assert second.document.id == first.document.id
+    assert Job.objects.filter(subject_id=first.document.id).count() == 1

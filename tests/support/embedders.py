@@ -1,0 +1,76 @@
+"""Embedders with scripted faults, for tests. They embed like `hash` (same
+model id and dimensions) so a project pinned to `hash` can use them, and
+they record every call in Redis so tests in another process can see them.
+
+Select one with MIRAGE_EMBEDDER or a project's embedder, by dotted path.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Sequence
+
+import redis
+from django.conf import settings
+
+from documents.embeddings.base import Embedding, PermanentEmbeddingError, TransientEmbeddingError
+from documents.embeddings.hashing import HashEmbedder
+
+CALLS_KEY = "mirage:test:embed-calls"
+POISON = "POISON-PILL"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.MIRAGE_REDIS_URL)
+
+
+class RecordingEmbedder(HashEmbedder):
+    """Records each text it is asked to embed (with a timestamp) and can be
+    slowed down with MIRAGE_TEST_EMBED_DELAY seconds per call."""
+
+    name = "recording"
+
+    def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
+        client = _redis()
+        now = time.time()
+        for text in texts:
+            client.rpush(CALLS_KEY, f"{now:.6f}|{text[:200]}")
+        delay = float(os.environ.get("MIRAGE_TEST_EMBED_DELAY", "0"))
+        if delay:
+            time.sleep(delay)
+        return super().embed_batch(texts)
+
+
+class PoisonEmbedder(RecordingEmbedder):
+    """Fails permanently on any text containing POISON."""
+
+    name = "poison"
+
+    def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
+        if any(POISON in text for text in texts):
+            raise PermanentEmbeddingError("the provider rejected the input (400: invalid input)")
+        return super().embed_batch(texts)
+
+
+class FlakyEmbedder(RecordingEmbedder):
+    """Fails transiently on a share of calls (MIRAGE_TEST_FAILURE_RATE, default 0.3)."""
+
+    name = "flaky"
+
+    def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
+        if random.random() < float(os.environ.get("MIRAGE_TEST_FAILURE_RATE", "0.3")):
+            raise TransientEmbeddingError("503 Service Unavailable (injected)")
+        return super().embed_batch(texts)
+
+
+def recorded_calls() -> list[tuple[float, str]]:
+    calls = []
+    for raw in _redis().lrange(CALLS_KEY, 0, -1):
+        stamp, _, text = raw.decode().partition("|")
+        calls.append((float(stamp), text))
+    return calls
+
+
+def reset_calls() -> None:
+    _redis().delete(CALLS_KEY)
