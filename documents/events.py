@@ -66,4 +66,4 @@ def documents_missing_dispatch_marker(runs) -> list[tuple[int, int]]:
     except redis.RedisError as exc:
         logger.warning("dispatch markers not readable: %s", exc)
         return []
-    return [run for run, exists in zip(runs, found) if not exists]
+    return [run for run, exists in zip(runs, found, strict=False) if not exists]

@@ -24,7 +24,14 @@ def _run_import(job: Job) -> None:
     job_services.job_set_task_ids(job_id=job.id, task_id=result.id)
 
 
+def _project_ids_for(user):
+    from documents.models import Project
+
+    return Project.objects.filter(members=user).values("id")
+
+
 def register_all() -> None:
+    registry.register_project_scope(_project_ids_for)
     for kind in (Job.Kind.INDEX_DOCUMENT, Job.Kind.REINDEX_DOCUMENT, Job.Kind.RETRY_CHUNKS):
         registry.register(kind, registry.JobKindHandler(run=_run, cancel=_cancel))
     # An import only walks a directory and creates index jobs; those take the

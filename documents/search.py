@@ -44,7 +44,8 @@ def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
         WITH nearest AS MATERIALIZED (
             SELECT {_COLUMNS}, c.embedding::vector({dims}) <=> %(q)s::vector({dims}) AS distance
               FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
-             WHERE c.embedding_model = %(model)s AND d.project_id = %(project)s
+             WHERE c.embedding_model = %(model)s AND vector_dims(c.embedding) = {dims}
+               AND d.project_id = %(project)s
                AND c.status IN ('ready', 'corrupted')
              ORDER BY c.embedding::vector({dims}) <=> %(q)s::vector({dims})
              LIMIT %(k)s

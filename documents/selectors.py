@@ -43,3 +43,10 @@ def documents_for_user(user) -> QuerySet[Document]:
     if user.is_staff:
         return Document.objects.all()
     return Document.objects.filter(project__members=user)
+
+
+def document_counts_by_status(project: Project) -> dict[str, int]:
+    rows = Document.objects.filter(project=project).values("status").annotate(n=Count("id"))
+    counts = {status: 0 for status in Document.Status.values}
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import re
 import tempfile
 import traceback
@@ -266,11 +267,18 @@ def document_cancel_work(job: Job) -> None:
     document = Document.objects.select_for_update().filter(id=job.subject_id).first()
     if document is None or document.current_job_id != job.id:
         return
-    Chunk.objects.filter(document=document, status=ChunkStatus.PROCESSING).update(
-        status=ChunkStatus.PENDING, lease_expires_at=None, updated_at=timezone.now()
-    )
     final_status = DocStatus.CANCELLED if job.status == Job.Status.CANCELLED else DocStatus.ERROR
     message = "" if final_status == DocStatus.CANCELLED else (job.error_message or "the job failed")
+    active = Chunk.objects.filter(document=document, status__in=Chunk.ACTIVE_STATUSES)
+    if final_status == DocStatus.CANCELLED:
+        # Cancelled work may be resumed by a retry or reindex: chunks go back
+        # to `pending`, and a claimed chunk's late result is refused.
+        active.filter(status=ChunkStatus.PROCESSING).update(
+            status=ChunkStatus.PENDING, lease_expires_at=None, updated_at=timezone.now()
+        )
+    else:
+        active.update(status=ChunkStatus.ERROR, error=f"not embedded: {message}", lease_expires_at=None,
+                      updated_at=timezone.now())
     Document.objects.filter(id=document.id).update(
         status=final_status,
         error_message=message,
@@ -629,8 +637,14 @@ def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
             status = ChunkStatus.ERROR
         else:
             chunk_release(claim=claim, reason=str(exc))
-            backoff = min(30.0, 2.0 ** claim.attempts)
-            return EmbedOutcome(status="retry", retry_in=max(exc.retry_after or 0.0, backoff))
+            backoff = min(
+                settings.MIRAGE_RETRY_BACKOFF_MAX_SECONDS,
+                settings.MIRAGE_RETRY_BACKOFF_BASE_SECONDS * 2.0 ** (claim.attempts - 1),
+            )
+            # Jitter spreads retries of many chunks apart; a provider's
+            # Retry-After is a floor, never shortened.
+            jittered = backoff * (0.5 + random.random() / 2)
+            return EmbedOutcome(status="retry", retry_in=max(exc.retry_after or 0.0, jittered))
     except PermanentEmbeddingError as exc:
         chunk_mark_failed(claim=claim, reason=str(exc))
         status = ChunkStatus.ERROR
@@ -809,6 +823,38 @@ def documents_finalize_settled() -> list[int]:
                 logger.warning("reconcile: finalized document %s as %s (its chord callback was lost)", document_id, status)
                 finalized.append(document_id)
     return finalized
+
+
+def chunks_fail_stranded() -> int:
+    """Chunks left `pending` or `processing` in a document that already
+    finished (not cancelled) can never run: say so."""
+    stranded = Chunk.objects.filter(status__in=Chunk.ACTIVE_STATUSES).filter(
+        document__status__in=[DocStatus.READY, DocStatus.PARTIAL, DocStatus.ERROR]
+    )
+    count = stranded.update(status=ChunkStatus.ERROR, error="stranded: its document had already finished",
+                            lease_expires_at=None, updated_at=timezone.now())
+    if count:
+        logger.warning("repair: %s stranded chunks set to error", count)
+    return count
+
+
+def documents_rederive_disagreeing() -> list[int]:
+    """Finished documents whose status disagrees with their chunks get the
+    status their chunks say."""
+    fixed = []
+    for document in Document.objects.filter(status__in=[DocStatus.READY, DocStatus.PARTIAL, DocStatus.ERROR]):
+        counts = document_chunk_counts(document.id)
+        if not counts and document.status == DocStatus.ERROR:
+            continue
+        derived = derive_document_status(counts)
+        if derived == document.status or derived == DocStatus.INDEXING:
+            continue
+        Document.objects.filter(id=document.id, generation=document.generation).update(
+            status=derived, error_message=_status_reason(derived, counts, document.id), updated_at=timezone.now()
+        )
+        logger.warning("repair: document %s was %s, its chunks say %s", document.id, document.status, derived)
+        fixed.append(document.id)
+    return fixed
 
 
 def documents_redispatch_unparsed() -> dict[str, int]:

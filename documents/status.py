@@ -2,7 +2,7 @@
 callback, the reconcilers and the invariant checker alike."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 PENDING, PROCESSING, READY, CORRUPTED, ERROR = "pending", "processing", "ready", "corrupted", "error"
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import random
 
 from celery import shared_task
 from django.conf import settings
@@ -40,7 +39,7 @@ def embed_chunk(self, chunk_id: int) -> str:
     outcome = services.chunk_embed(chunk_id=chunk_id)
     if outcome.retry_in is not None:
         # Countdowns stay far below the broker's visibility timeout.
-        raise self.retry(countdown=outcome.retry_in * (0.5 + random.random()), max_retries=None)
+        raise self.retry(countdown=outcome.retry_in, max_retries=None)
     return outcome.status
 
 

@@ -2,8 +2,9 @@
 
 The `embedding` column is untyped so projects can pin models of different
 dimensions; HNSW needs a typed expression, so each model gets an index on
-`embedding::vector(N)` restricted to its own rows, and searches use the same
-cast and predicate so the planner can pick it.
+`embedding::vector(N)` restricted to its own rows (model id and dimension
+count, since one model may serve several dimensions), and searches use the
+same cast and predicate so the planner can pick it.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def create_index_statement(model_id: str, dimensions: int, *, concurrently: bool
     return (
         f"CREATE INDEX {how}IF NOT EXISTS {index_name(model_id, dimensions)} ON documents_chunk "
         f"USING hnsw ((embedding::vector({int(dimensions)})) vector_cosine_ops) "
-        f"WHERE embedding_model = {literal}"
+        f"WHERE embedding_model = {literal} AND vector_dims(embedding) = {int(dimensions)}"
     )
 
 

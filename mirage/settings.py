@@ -132,7 +132,11 @@ MIRAGE_RECONCILE_INTERVAL_SECONDS = env.int("MIRAGE_RECONCILE_INTERVAL_SECONDS",
 # A chunk claimed by a worker that has not finished within this many seconds
 # is considered lost (worker killed) and is dispatched again.
 MIRAGE_CHUNK_LEASE_SECONDS = env.int("MIRAGE_CHUNK_LEASE_SECONDS", default=120)
-MIRAGE_CHUNK_MAX_ATTEMPTS = env.int("MIRAGE_CHUNK_MAX_ATTEMPTS", default=5)
+MIRAGE_CHUNK_MAX_ATTEMPTS = env.int("MIRAGE_CHUNK_MAX_ATTEMPTS", default=8)
+# Retry countdown after a transient failure: base * 2**(attempt-1), capped.
+# The cap stays far below the broker's visibility timeout.
+MIRAGE_RETRY_BACKOFF_BASE_SECONDS = env.float("MIRAGE_RETRY_BACKOFF_BASE_SECONDS", default=1.0)
+MIRAGE_RETRY_BACKOFF_MAX_SECONDS = env.float("MIRAGE_RETRY_BACKOFF_MAX_SECONDS", default=30.0)
 # A document still `pending` this long after its job started was never
 # dispatched (lost message) and is dispatched again.
 MIRAGE_DISPATCH_GRACE_SECONDS = env.int("MIRAGE_DISPATCH_GRACE_SECONDS", default=60)
@@ -145,10 +149,15 @@ MIRAGE_IMPORT_ROOTS = env.list("MIRAGE_IMPORT_ROOTS", default=[])
 
 MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
 MIRAGE_OLLAMA_MODEL = env("MIRAGE_OLLAMA_MODEL", default="mxbai-embed-large")
+MIRAGE_OLLAMA_DIMENSIONS = env.int("MIRAGE_OLLAMA_DIMENSIONS", default=1024)
+# Usable tokens per input, without the model's special tokens (mxbai: 512 - 2).
+MIRAGE_OLLAMA_MAX_INPUT_TOKENS = env.int("MIRAGE_OLLAMA_MAX_INPUT_TOKENS", default=510)
 MIRAGE_OPENAI_BASE_URL = env("MIRAGE_OPENAI_BASE_URL", default="https://api.openai.com/v1")
 MIRAGE_OPENAI_API_KEY = env("MIRAGE_OPENAI_API_KEY", default="")
 MIRAGE_OPENAI_MODEL = env("MIRAGE_OPENAI_MODEL", default="text-embedding-3-small")
 MIRAGE_OPENAI_DIMENSIONS = env.int("MIRAGE_OPENAI_DIMENSIONS", default=1536)
+# Leave unset for OpenAI's own models (8191); set for other compatible servers.
+MIRAGE_OPENAI_MAX_INPUT_TOKENS = env.int("MIRAGE_OPENAI_MAX_INPUT_TOKENS", default=None)
 MIRAGE_EMBED_TIMEOUT_SECONDS = env.float("MIRAGE_EMBED_TIMEOUT_SECONDS", default=60.0)
 MIRAGE_EMBED_REQUESTS_PER_MINUTE = env.int("MIRAGE_EMBED_REQUESTS_PER_MINUTE", default=0)
 
@@ -208,12 +217,17 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "mirage.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Mirage API",
     "DESCRIPTION": "Document ingestion, embedding and search.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and Swagger UI need credentials like every other endpoint.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Reconcilers (Celery beat) ------------------------------------------------

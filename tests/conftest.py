@@ -36,3 +36,14 @@ def worker(celery_worker_session, transactional_db, redis_client):
     """Per test: the session worker, against committed rows."""
     yield celery_worker_session
 
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.support import figures
+
+    entries = figures.recorded()
+    if entries:
+        terminalreporter.section("figures observed")
+        for entry in entries:
+            values = {key: value for key, value in entry.items() if key not in ("test", "at")}
+            terminalreporter.write_line(f"{entry['test']}: {values}")

@@ -24,7 +24,7 @@ def expected(counts):
 
 @pytest.mark.parametrize("combination", list(itertools.product([0, 1, 2], repeat=len(STATUSES))))
 def test_status_for_every_combination_of_chunk_counts(combination):
-    counts = dict(zip(STATUSES, combination))
+    counts = dict(zip(STATUSES, combination, strict=False))
     assert derive_document_status(counts) == expected(counts)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import redis
 from django.conf import settings

@@ -1,0 +1,137 @@
+import json
+
+from django.conf import settings
+from rest_framework import serializers
+
+from documents import selectors
+from documents.models import Chunk, Document, Project
+from documents.search import MAX_K, MODES
+from jobs.api.serializers import JobSerializer
+from mirage.api import StrictSerializer
+
+# Providers a client may pin a project to. Dotted paths (arbitrary classes)
+# stay an operator's choice through MIRAGE_EMBEDDER, never a request's.
+API_EMBEDDERS = ["hash", "local", "ollama", "openai"]
+
+
+class ProjectInputSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    embedder = serializers.ChoiceField(choices=API_EMBEDDERS, required=False)
+
+    def validate_name(self, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise serializers.ValidationError("This field may not be blank.")
+        if Project.objects.filter(name=value).exists():
+            raise serializers.ValidationError("A project with this name already exists.")
+        return value
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "name", "embedder", "embedding_model", "embedding_dimensions", "created_at"]
+        read_only_fields = fields
+
+
+class ProjectDetailSerializer(ProjectSerializer):
+    document_counts = serializers.SerializerMethodField()
+
+    class Meta(ProjectSerializer.Meta):
+        fields = ProjectSerializer.Meta.fields + ["document_counts"]
+        read_only_fields = fields
+
+    def get_document_counts(self, project) -> dict[str, int]:
+        return selectors.document_counts_by_status(project)
+
+
+class DocumentUploadSerializer(StrictSerializer):
+    file = serializers.FileField(allow_empty_file=True)
+    metadata = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+
+    def validate_metadata(self, value: str) -> dict:
+        if not value:
+            return {}
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise serializers.ValidationError(
+                f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+            ) from None
+        if not isinstance(parsed, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return parsed
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    chunks_total = serializers.IntegerField(read_only=True)
+    chunks_processed = serializers.IntegerField(read_only=True)
+    chunk_counts = serializers.SerializerMethodField()
+    progress_percentage = serializers.SerializerMethodField()
+    current_job = JobSerializer(read_only=True)
+    project_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Document
+        fields = [
+            "id", "project_id", "filename", "file_type", "size_bytes", "content_sha256", "status",
+            "error_message", "metadata", "chunks_total", "chunks_processed", "chunk_counts",
+            "progress_percentage", "created_at", "updated_at", "parsing_started_at",
+            "parsing_finished_at", "embedding_finished_at", "indexed_at", "current_job",
+        ]
+        read_only_fields = fields
+
+    def get_chunk_counts(self, document) -> dict[str, int]:
+        return selectors.chunk_counts_of(document)
+
+    def get_progress_percentage(self, document) -> int:
+        return selectors.progress_percent(document)
+
+
+class DocumentFilterSerializer(StrictSerializer):
+    status = serializers.ChoiceField(choices=Document.Status.choices, required=False)
+    type = serializers.ChoiceField(choices=Document.FileType.choices, required=False)
+    page = serializers.IntegerField(min_value=1, required=False)
+
+
+class ChunkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Chunk
+        fields = [
+            "id", "document_id", "position", "content", "structure", "status", "error",
+            "token_count", "embedding_model", "attempts", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ChunkFilterSerializer(StrictSerializer):
+    status = serializers.ChoiceField(choices=Chunk.Status.choices, required=False)
+    page = serializers.IntegerField(min_value=1, required=False)
+
+
+class RetryInputSerializer(StrictSerializer):
+    include_corrupted = serializers.BooleanField(required=False, default=False)
+
+
+class ImportInputSerializer(StrictSerializer):
+    path = serializers.CharField(max_length=4096)
+
+
+class SearchQuerySerializer(StrictSerializer):
+    q = serializers.CharField(max_length=2000)
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, default=10)
+    mode = serializers.ChoiceField(choices=MODES, required=False, default="semantic")
+
+
+class SearchHitSerializer(serializers.Serializer):
+    chunk_id = serializers.IntegerField()
+    document_id = serializers.IntegerField()
+    filename = serializers.CharField()
+    position = serializers.IntegerField()
+    content = serializers.CharField()
+    structure = serializers.JSONField()
+    score = serializers.FloatField()
+
+
+def max_upload_bytes() -> int:
+    return settings.MIRAGE_MAX_UPLOAD_MB * 1024 * 1024

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from documents.api import views
+
+urlpatterns = [
+    path("projects/", views.ProjectListApi.as_view(), name="project-list"),
+    path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="project-detail"),
+    path("projects/<int:project_id>/documents/", views.ProjectDocumentsApi.as_view(), name="project-documents"),
+    path("projects/<int:project_id>/imports/", views.ProjectImportApi.as_view(), name="project-imports"),
+    path("projects/<int:project_id>/search/", views.ProjectSearchApi.as_view(), name="project-search"),
+    path("documents/<int:document_id>/", views.DocumentDetailApi.as_view(), name="document-detail"),
+    path("documents/<int:document_id>/chunks/", views.DocumentChunksApi.as_view(), name="document-chunks"),
+    path("documents/<int:document_id>/reindex/", views.DocumentReindexApi.as_view(), name="document-reindex"),
+    path("documents/<int:document_id>/retry/", views.DocumentRetryApi.as_view(), name="document-retry"),
+]

@@ -1,0 +1,199 @@
+"""The documents API: one view per operation; logic lives in services."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from documents import imports, search, selectors, services
+from documents.api import serializers as s
+from documents.embeddings.base import EmbeddingError
+from documents.models import Chunk, Document
+from documents.parsers import UnsupportedFileType
+from jobs.api.serializers import JobSerializer
+from mirage.api import Conflict, PayloadTooLarge, paginate, validate_query
+
+
+def _project_for(request, project_id: int):
+    return get_object_or_404(selectors.projects_for_user(request.user), id=project_id)
+
+
+def _document_for(request, document_id: int, *, with_progress: bool = False):
+    queryset = selectors.documents_for_user(request.user)
+    if with_progress:
+        queryset = selectors.documents_with_progress(queryset)
+    return get_object_or_404(queryset, id=document_id)
+
+
+class UnsupportedMediaType(exceptions.APIException):
+    status_code = 415
+    default_code = "unsupported_media_type"
+
+
+class ProjectListApi(APIView):
+    @extend_schema(responses=s.ProjectSerializer(many=True))
+    def get(self, request):
+        return paginate(self, request, selectors.projects_for_user(request.user), s.ProjectSerializer)
+
+    @extend_schema(request=s.ProjectInputSerializer, responses={201: s.ProjectDetailSerializer})
+    def post(self, request):
+        serializer = s.ProjectInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            project = services.project_create(members=[request.user], **serializer.validated_data)
+        except EmbeddingError as exc:
+            raise exceptions.ValidationError({"embedder": [str(exc)]}) from None
+        return Response(s.ProjectDetailSerializer(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(APIView):
+    @extend_schema(responses=s.ProjectDetailSerializer)
+    def get(self, request, project_id: int):
+        return Response(s.ProjectDetailSerializer(_project_for(request, project_id)).data)
+
+
+class ProjectDocumentsApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=Document.Status.values),
+            OpenApiParameter("type", str, enum=Document.FileType.values),
+            OpenApiParameter("page", int),
+        ],
+        responses=s.DocumentSerializer(many=True),
+    )
+    def get(self, request, project_id: int):
+        project = _project_for(request, project_id)
+        filters = validate_query(s.DocumentFilterSerializer, request)
+        queryset = Document.objects.filter(project=project)
+        if "status" in filters:
+            queryset = queryset.filter(status=filters["status"])
+        if "type" in filters:
+            queryset = queryset.filter(file_type=filters["type"])
+        queryset = selectors.documents_with_progress(queryset).order_by("-created_at", "-id")
+        return paginate(self, request, queryset, s.DocumentSerializer)
+
+    @extend_schema(
+        request={"multipart/form-data": s.DocumentUploadSerializer},
+        responses={201: s.DocumentSerializer, 200: s.DocumentSerializer},
+    )
+    def post(self, request, project_id: int):
+        project = _project_for(request, project_id)
+        # Refuse an oversized body before reading it.
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > s.max_upload_bytes() + 1024 * 1024:
+            raise PayloadTooLarge(f"file is larger than the {s.max_upload_bytes() // (1024 * 1024)} MB limit")
+        serializer = s.DocumentUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        try:
+            submission = services.document_submit(
+                project=project,
+                source=upload,
+                filename=upload.name,
+                metadata=serializer.validated_data.get("metadata") or {},
+            )
+        except services.UploadTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        except services.EmptyUpload as exc:
+            raise exceptions.ValidationError({"file": [str(exc)]}) from None
+        except UnsupportedFileType as exc:
+            return Response(
+                {"detail": str(exc), "detected_type": exc.detected_type},
+                status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
+        document = selectors.documents_with_progress(Document.objects.filter(id=submission.document.id)).get()
+        return Response(
+            s.DocumentSerializer(document).data,
+            status=status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK,
+        )
+
+
+class DocumentDetailApi(APIView):
+    @extend_schema(responses=s.DocumentSerializer)
+    def get(self, request, document_id: int):
+        return Response(s.DocumentSerializer(_document_for(request, document_id, with_progress=True)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, document_id: int):
+        services.document_delete(document=_document_for(request, document_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DocumentChunksApi(APIView):
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=Chunk.Status.values), OpenApiParameter("page", int)],
+        responses=s.ChunkSerializer(many=True),
+    )
+    def get(self, request, document_id: int):
+        document = _document_for(request, document_id)
+        filters = validate_query(s.ChunkFilterSerializer, request)
+        queryset = Chunk.objects.filter(document=document).order_by("position").defer("embedding")
+        if "status" in filters:
+            queryset = queryset.filter(status=filters["status"])
+        return paginate(self, request, queryset, s.ChunkSerializer)
+
+
+class DocumentReindexApi(APIView):
+    @extend_schema(request=None, responses={202: JobSerializer})
+    def post(self, request, document_id: int):
+        document = _document_for(request, document_id)
+        try:
+            job = services.document_reindex(document=document)
+        except services.DocumentBusy as exc:
+            raise Conflict(str(exc)) from None
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DocumentRetryApi(APIView):
+    @extend_schema(request=s.RetryInputSerializer, responses={202: JobSerializer})
+    def post(self, request, document_id: int):
+        document = _document_for(request, document_id)
+        serializer = s.RetryInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            job = services.document_retry_failed(document=document, **serializer.validated_data)
+        except services.DocumentBusy as exc:
+            raise Conflict(str(exc)) from None
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ProjectImportApi(APIView):
+    @extend_schema(request=s.ImportInputSerializer, responses={202: JobSerializer})
+    def post(self, request, project_id: int):
+        project = _project_for(request, project_id)
+        if not IsAdminUser().has_permission(request, self):
+            raise exceptions.PermissionDenied("Only staff may import directories.")
+        serializer = s.ImportInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            job = imports.import_start(project=project, path=serializer.validated_data["path"])
+        except imports.ImportPathRejected as exc:
+            raise exceptions.ValidationError({"path": [str(exc)]}) from None
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ProjectSearchApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, required=True),
+            OpenApiParameter("k", int),
+            OpenApiParameter("mode", str, enum=list(search.MODES)),
+        ],
+        responses=s.SearchHitSerializer(many=True),
+    )
+    def get(self, request, project_id: int):
+        project = _project_for(request, project_id)
+        params = validate_query(s.SearchQuerySerializer, request)
+        try:
+            hits = search.search(project=project, query=params["q"], k=params["k"], mode=params["mode"])
+        except EmbeddingError as exc:
+            return Response({"detail": f"the embedding provider is unavailable: {exc}"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(s.SearchHitSerializer(hits, many=True).data)

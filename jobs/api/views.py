@@ -1,0 +1,48 @@
+from django.shortcuts import get_object_or_404
+from django_filters import rest_framework as filters
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import selectors, services
+from jobs.api.serializers import JobSerializer
+from jobs.models import Job
+from mirage.api import Conflict
+
+
+class JobFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=Job.Status.choices)
+    kind = filters.ChoiceFilter(choices=Job.Kind.choices)
+    project = filters.NumberFilter(field_name="project_id")
+
+    class Meta:
+        model = Job
+        fields = ["status", "kind", "project"]
+
+
+class _UserJobsMixin:
+    serializer_class = JobSerializer
+    queryset = Job.objects.none()  # the schema generator's view of the model
+
+    def get_queryset(self):
+        return selectors.jobs_for_user(self.request.user)
+
+
+class JobListApi(_UserJobsMixin, generics.ListAPIView):
+    filterset_class = JobFilter
+
+
+class JobDetailApi(_UserJobsMixin, generics.RetrieveAPIView):
+    lookup_url_kwarg = "job_id"
+
+
+class JobCancelApi(APIView):
+    serializer_class = JobSerializer
+
+    def post(self, request, job_id: int):
+        job = get_object_or_404(selectors.jobs_for_user(request.user), id=job_id)
+        try:
+            job = services.job_cancel(job_id=job.id)
+        except services.JobAlreadyFinished as exc:
+            raise Conflict(str(exc)) from None
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,53 @@
+"""GET /healthz: can this deployment do work? Database, Redis, workers."""
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+from django.db import connection
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+def _database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True}
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"ok": False, "error": str(exc)[:200]}
+
+
+def _redis() -> dict:
+    try:
+        redis.Redis.from_url(settings.MIRAGE_REDIS_URL, socket_connect_timeout=1, socket_timeout=1).ping()
+        return {"ok": True}
+    except redis.RedisError as exc:
+        return {"ok": False, "error": str(exc)[:200]}
+
+
+def _workers() -> dict:
+    from mirage.celery import app
+
+    try:
+        replies = app.control.ping(timeout=0.5)
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "count": 0, "error": str(exc)[:200]}
+    names = sorted(name for reply in replies for name in reply)
+    return {"ok": bool(names), "count": len(names), "names": names}
+
+
+class HealthApi(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "Health",
+            {"status": serializers.CharField(), "database": serializers.DictField(),
+             "redis": serializers.DictField(), "workers": serializers.DictField()},
+        )
+    )
+    def get(self, request):
+        checks = {"database": _database(), "redis": _redis()}
+        checks["workers"] = _workers() if checks["redis"]["ok"] else {"ok": False, "count": 0}
+        healthy = all(check["ok"] for check in checks.values())
+        return Response({"status": "ok" if healthy else "degraded", **checks}, status=200 if healthy else 503)

@@ -1,0 +1,53 @@
+"""A second user sees nothing of the first user's project: 404 everywhere,
+nothing in lists or search."""
+import pytest
+
+from tests.support.factories import markdown_document, submit_bytes
+
+pytestmark = [pytest.mark.unit, pytest.mark.django_db]
+
+
+@pytest.fixture
+def owned(project):
+    submission = submit_bytes(project, markdown_document(), "private.md")
+    return project, submission.document, submission.job
+
+
+def test_other_user_gets_404_on_every_endpoint_of_the_project(other_api, owned):
+    project, document, job = owned
+    requests = [
+        ("get", f"/api/v1/projects/{project.id}/"),
+        ("get", f"/api/v1/projects/{project.id}/documents/"),
+        ("post", f"/api/v1/projects/{project.id}/documents/"),
+        ("post", f"/api/v1/projects/{project.id}/imports/"),
+        ("get", f"/api/v1/projects/{project.id}/search/?q=river"),
+        ("get", f"/api/v1/documents/{document.id}/"),
+        ("delete", f"/api/v1/documents/{document.id}/"),
+        ("get", f"/api/v1/documents/{document.id}/chunks/"),
+        ("post", f"/api/v1/documents/{document.id}/reindex/"),
+        ("post", f"/api/v1/documents/{document.id}/retry/"),
+        ("get", f"/api/v1/jobs/{job.id}/"),
+        ("post", f"/api/v1/jobs/{job.id}/cancel/"),
+    ]
+    for method, url in requests:
+        response = getattr(other_api, method)(url)
+        assert response.status_code == 404, (method, url, response.status_code)
+
+
+def test_other_user_lists_show_nothing_of_the_project(other_api, owned):
+    project, _, _ = owned
+    assert other_api.get("/api/v1/projects/").json()["count"] == 0
+    assert other_api.get("/api/v1/jobs/").json()["count"] == 0
+    assert other_api.get(f"/api/v1/jobs/?project={project.id}").json()["count"] == 0
+
+
+def test_the_member_still_sees_everything(api, owned):
+    project, document, job = owned
+    assert api.get(f"/api/v1/documents/{document.id}/").status_code == 200
+    assert api.get("/api/v1/jobs/").json()["count"] == 1
+
+
+def test_staff_see_all_projects(staff_api, owned):
+    project, document, _ = owned
+    assert staff_api.get(f"/api/v1/projects/{project.id}/").status_code == 200
+    assert staff_api.get(f"/api/v1/documents/{document.id}/").status_code == 200
