@@ -95,10 +95,13 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
     ):
         violations.append(Violation("timed_out", "job", job_id, "running past MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS"))
 
-    for doc_id, doc_status, job_id, job_status in Document.objects.filter(
+    for doc_id, doc_status, job_id, job_status, error_type in Document.objects.filter(
         current_job__isnull=False, updated_at__lt=now - grace
-    ).values_list("id", "status", "current_job_id", "current_job__status"):
-        if doc_status in (Document.Status.READY, Document.Status.PARTIAL) and job_status != Job.Status.COMPLETED:
+    ).values_list("id", "status", "current_job_id", "current_job__status", "current_job__error_type"):
+        # A timed-out job failed, yet what it embedded stays usable.
+        timed_out = job_status == Job.Status.FAILED and error_type == "timeout"
+        if doc_status in (Document.Status.READY, Document.Status.PARTIAL) and job_status != Job.Status.COMPLETED \
+                and not timed_out:
             violations.append(Violation("job_disagrees", "job", job_id, f"{job_status} but document {doc_id} is {doc_status}"))
         if doc_status == Document.Status.ERROR and job_status == Job.Status.COMPLETED:
             violations.append(Violation("job_disagrees", "job", job_id, f"completed but document {doc_id} is error"))

@@ -207,6 +207,20 @@ def document_submit(
 # --- Starting runs ------------------------------------------------------------------
 
 
+def lock_job_and_document(*, document_id: int, job_id: int | None = None) -> tuple[Job | None, Document | None]:
+    """Lock a document's job row, then the document row: the one order every
+    writer takes them in (job_cancel holds the job when it reaches the
+    document), so two writers can never deadlock. Without `job_id`, the
+    document's current job is locked."""
+    if job_id is None:
+        job_id = Document.objects.filter(id=document_id).values_list("current_job_id", flat=True).first()
+    job = Job.objects.select_for_update().filter(id=job_id).first() if job_id else None
+    document = (
+        Document.objects.select_for_update(of=("self",)).select_related("project").filter(id=document_id).first()
+    )
+    return job, document
+
+
 def _document_job_active(document: Document) -> Job | None:
     if document.current_job_id is None:
         return None
@@ -250,7 +264,7 @@ def _document_start_job(*, document: Document, kind: str, metadata: dict | None 
 def document_delete(*, document: Document) -> None:
     """Delete a document, its chunks and its file; active work is cancelled first."""
     with transaction.atomic():
-        document = Document.objects.select_for_update().get(id=document.id)
+        _, document = lock_job_and_document(document_id=document.id)
         active = _document_job_active(document)
         if active is not None:
             job_services.job_cancel(job_id=active.id)
@@ -267,18 +281,22 @@ def document_cancel_work(job: Job) -> None:
     document = Document.objects.select_for_update().filter(id=job.subject_id).first()
     if document is None or document.current_job_id != job.id:
         return
-    final_status = DocStatus.CANCELLED if job.status == Job.Status.CANCELLED else DocStatus.ERROR
-    message = "" if final_status == DocStatus.CANCELLED else (job.error_message or "the job failed")
     active = Chunk.objects.filter(document=document, status__in=Chunk.ACTIVE_STATUSES)
-    if final_status == DocStatus.CANCELLED:
+    if job.status == Job.Status.CANCELLED:
         # Cancelled work may be resumed by a retry or reindex: chunks go back
         # to `pending`, and a claimed chunk's late result is refused.
         active.filter(status=ChunkStatus.PROCESSING).update(
             status=ChunkStatus.PENDING, lease_expires_at=None, updated_at=timezone.now()
         )
+        final_status, message = DocStatus.CANCELLED, ""
     else:
+        # The job failed (timed out): what was embedded stays usable, the rest
+        # is an error, and the document says which it is.
+        message = job.error_message or "the job failed"
         active.update(status=ChunkStatus.ERROR, error=f"not embedded: {message}", lease_expires_at=None,
                       updated_at=timezone.now())
+        counts = document_chunk_counts(document.id)
+        final_status = derive_document_status(counts) if counts else DocStatus.ERROR
     Document.objects.filter(id=document.id).update(
         status=final_status,
         error_message=message,
@@ -300,8 +318,7 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
     """Move the document to `indexing` for this job and return it with its new
     generation, or None if the job is no longer the document's live job."""
     with transaction.atomic():
-        document = Document.objects.select_for_update().select_related("project").filter(id=document_id).first()
-        job = Job.objects.filter(id=job_id).first()
+        job, document = lock_job_and_document(document_id=document_id, job_id=job_id)
         if document is None or job is None:
             if job is not None:
                 job_services.job_fail(job_id=job_id, error_type="not_found", error_message="document was deleted")
@@ -378,8 +395,8 @@ def _store_chunks_and_dispatch(*, document: Document, job_id: int, generation: i
     chord_id = str(uuid.uuid4())
     model_id = document.project.embedding_model
     with transaction.atomic():
-        locked = Document.objects.select_for_update().filter(id=document.id, generation=generation).first()
-        if locked is None:
+        _, locked = lock_job_and_document(document_id=document.id, job_id=job_id)
+        if locked is None or locked.generation != generation:
             logger.info("document %s: generation moved during parsing; results dropped", document.id)
             return
         kept = {
@@ -465,6 +482,7 @@ def _document_fail(
     *, document_id: int, job_id: int, generation: int, error_type: str, message: str, error_traceback: str = ""
 ) -> None:
     with transaction.atomic():
+        lock_job_and_document(document_id=document_id, job_id=job_id)
         updated = Document.objects.filter(id=document_id, generation=generation).update(
             status=DocStatus.ERROR, error_message=message, updated_at=timezone.now()
         )
@@ -687,9 +705,11 @@ def document_finalize(*, document_id: int, generation: int | None = None) -> str
     for a document that is not `indexing`. Returns the status it set.
     """
     with transaction.atomic():
-        document = Document.objects.select_for_update().filter(id=document_id).first()
+        job, document = lock_job_and_document(document_id=document_id)
         if document is None or document.status != DocStatus.INDEXING:
             return None
+        if document.current_job_id != (job.id if job else None):
+            return None  # a new run started between the two reads; it finalizes itself
         if generation is not None and document.generation != generation:
             return None
         counts = document_chunk_counts(document_id)

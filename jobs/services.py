@@ -242,6 +242,7 @@ def jobs_fail_timed_out(*, now=None) -> list[int]:
                 error_type="timeout",
                 error_message=f"job ran longer than MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS ({limit} s)",
             ):
+                job.refresh_from_db()
                 if handler.cancel is not None:
                     handler.cancel(job)
                 logger.warning("reconcile: job %s timed out after %s s", job.id, limit)

