@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from documents import events, vectorindex
 from documents.chunking import chunk_sections
-from documents.embeddings import get_embedder
+from documents.embeddings import get_batcher, get_embedder
 from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, TransientEmbeddingError
 from documents.models import Chunk, Document, EmbeddingCacheEntry, Project
 from documents.parsers import ParseError, detect_type, parse_file
@@ -630,6 +630,15 @@ def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
     retry until MIRAGE_CHUNK_MAX_ATTEMPTS; permanent ones, and the last
     attempt, store `error` with the provider's reason.
     """
+    spec = Chunk.objects.filter(id=chunk_id).values_list("document__project__embedder", flat=True).first()
+    if spec is None:
+        return EmbedOutcome(status="skipped")
+    batcher = get_batcher(spec)
+    with batcher.expect():
+        return _chunk_embed_claimed(chunk_id=chunk_id, batcher=batcher)
+
+
+def _chunk_embed_claimed(*, chunk_id: int, batcher) -> EmbedOutcome:
     claim = chunk_claim(chunk_id=chunk_id)
     if claim is None:
         return EmbedOutcome(status="skipped")
@@ -638,12 +647,12 @@ def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
         if cached is not None:
             vector, truncated = list(cached.embedding), cached.truncated
         else:
-            provider = get_embedder(claim.embedder)
-            if provider.model_id != claim.embedding_model:
+            if batcher.embedder.model_id != claim.embedding_model:
                 raise PermanentEmbeddingError(
-                    f"project is pinned to {claim.embedding_model} but the provider serves {provider.model_id}"
+                    f"project is pinned to {claim.embedding_model} but the provider serves "
+                    f"{batcher.embedder.model_id}"
                 )
-            result = provider.embed_batch([claim.content])[0]
+            result = batcher.embed(claim.content)
             vector, truncated = list(result.vector), result.truncated
         stored = chunk_mark_embedded(claim=claim, vector=vector, truncated=truncated)
         if stored and cached is None:

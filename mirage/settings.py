@@ -68,7 +68,7 @@ def _database_from_url(url: str) -> dict:
     config = environ.Env.db_url_config(url)
     # A Unix socket directory arrives percent-encoded in the host part.
     config["HOST"] = unquote(str(config.get("HOST") or ""))
-    config["CONN_MAX_AGE"] = env.int("MIRAGE_DATABASE_CONN_MAX_AGE", default=0)
+    config["CONN_MAX_AGE"] = env.int("MIRAGE_DATABASE_CONN_MAX_AGE", default=60)
     config["CONN_HEALTH_CHECKS"] = True
     return config
 
@@ -160,6 +160,10 @@ MIRAGE_OPENAI_DIMENSIONS = env.int("MIRAGE_OPENAI_DIMENSIONS", default=1536)
 MIRAGE_OPENAI_MAX_INPUT_TOKENS = env.int("MIRAGE_OPENAI_MAX_INPUT_TOKENS", default=None)
 MIRAGE_EMBED_TIMEOUT_SECONDS = env.float("MIRAGE_EMBED_TIMEOUT_SECONDS", default=60.0)
 MIRAGE_EMBED_REQUESTS_PER_MINUTE = env.int("MIRAGE_EMBED_REQUESTS_PER_MINUTE", default=0)
+# Concurrent embed tasks of one worker share a micro-batcher: up to this many
+# texts per provider call, waiting at most this long for announced tasks.
+MIRAGE_EMBED_BATCH_SIZE = env.int("MIRAGE_EMBED_BATCH_SIZE", default=64)
+MIRAGE_EMBED_BATCH_WAIT_MS = env.float("MIRAGE_EMBED_BATCH_WAIT_MS", default=10.0)
 
 # --- Celery -----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from .base import (
     PermanentEmbeddingError,
     TransientEmbeddingError,
 )
-from .registry import clear_embedder_cache, get_embedder
+from .registry import clear_embedder_cache, get_batcher, get_embedder
 
 __all__ = [
     "Embedder",
@@ -21,5 +21,6 @@ __all__ = [
     "PermanentEmbeddingError",
     "TransientEmbeddingError",
     "clear_embedder_cache",
+    "get_batcher",
     "get_embedder",
 ]

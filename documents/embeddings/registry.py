@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .base import Embedder
+from .batching import MicroBatcher
 
 if TYPE_CHECKING:
     from .http import Budget
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 _DEFAULT_SPEC = "local"
 
 _cache: dict[str, Embedder] = {}
+_batchers: dict[int, MicroBatcher] = {}
 _cache_pid: int | None = None
 _cache_lock = threading.Lock()
 
@@ -129,6 +131,7 @@ def get_embedder(spec: str | None = None) -> Embedder:
     with _cache_lock:
         if _cache_pid != os.getpid():
             _cache.clear()
+            _batchers.clear()
             _cache_pid = os.getpid()
         embedder = _cache.get(spec)
         if embedder is None:
@@ -146,7 +149,24 @@ def get_embedder(spec: str | None = None) -> Embedder:
         return embedder
 
 
+def get_batcher(spec: str | None = None) -> MicroBatcher:
+    """The process's micro-batcher in front of `get_embedder(spec)`: the
+    concurrent embed tasks of one worker share it."""
+    embedder = get_embedder(spec)
+    with _cache_lock:
+        batcher = _batchers.get(id(embedder))
+        if batcher is None or batcher.embedder is not embedder:
+            batcher = MicroBatcher(
+                embedder,
+                max_batch=int(_setting("MIRAGE_EMBED_BATCH_SIZE", 64)),
+                max_wait_seconds=float(_setting("MIRAGE_EMBED_BATCH_WAIT_MS", 10)) / 1000,
+            )
+            _batchers[id(embedder)] = batcher
+        return batcher
+
+
 def clear_embedder_cache() -> None:
     """Forget every cached instance (for tests and after settings change)."""
     with _cache_lock:
         _cache.clear()
+        _batchers.clear()

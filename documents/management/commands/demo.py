@@ -55,7 +55,9 @@ class Command(BaseCommand):
         self.stdout.write(f"starting a Celery worker with beat (log: {log})")
         command = [
             sys.executable, "-m", "celery", "-A", "mirage", "worker", "--beat",
-            "-Q", "ingest,embed,maintenance", "--concurrency", "2", "-n", f"demo-{os.getpid()}@%h",
+            # Threads: the embed tasks share one micro-batcher and one model.
+            "-Q", "ingest,embed,maintenance", "--pool", "threads", "--concurrency", "8",
+            "-n", f"demo-{os.getpid()}@%h",
             "-l", "info", "--schedule", str(base / ".mirage" / "demo-beat-schedule"),
         ]
         with open(log, "ab") as handle:

@@ -1,0 +1,98 @@
+import threading
+import time
+
+import pytest
+
+from documents.embeddings.base import Embedding, PermanentEmbeddingError, TransientEmbeddingError
+from documents.embeddings.batching import MicroBatcher
+
+pytestmark = pytest.mark.unit
+
+
+class CountingEmbedder:
+    name = "counting"
+    model_id = "counting-2"
+    dimensions = 2
+    max_input_tokens = 100
+
+    def __init__(self, *, fail_on=None, transient=False, delay=0.0):
+        self.calls: list[list[str]] = []
+        self.fail_on = fail_on
+        self.transient = transient
+        self.delay = delay
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def embed_batch(self, texts):
+        self.calls.append(list(texts))
+        time.sleep(self.delay)
+        if self.transient:
+            raise TransientEmbeddingError("503")
+        if self.fail_on and any(self.fail_on in text for text in texts):
+            raise PermanentEmbeddingError(f"rejected {self.fail_on}")
+        return [Embedding(vector=[float(len(text)), 1.0]) for text in texts]
+
+
+def run_callers(batcher, texts):
+    results: dict[str, object] = {}
+    barrier = threading.Barrier(len(texts))
+
+    def call(text):
+        with batcher.expect():
+            barrier.wait()
+            try:
+                results[text] = batcher.embed(text)
+            except Exception as exc:  # noqa: BLE001
+                results[text] = exc
+
+    threads = [threading.Thread(target=call, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_concurrent_callers_share_provider_calls_and_get_their_own_vectors():
+    embedder = CountingEmbedder(delay=0.01)
+    batcher = MicroBatcher(embedder, max_batch=64, max_wait_seconds=0.5)
+    texts = [f"text number {i}" * (i + 1) for i in range(16)]
+
+    results = run_callers(batcher, texts)
+
+    assert all(results[text].vector == [float(len(text)), 1.0] for text in texts)
+    assert sum(len(call) for call in embedder.calls) == 16
+    assert len(embedder.calls) < 16
+
+
+def test_a_lone_caller_is_not_delayed():
+    embedder = CountingEmbedder()
+    batcher = MicroBatcher(embedder, max_wait_seconds=5.0)
+    started = time.monotonic()
+    with batcher.expect():
+        assert batcher.embed("alone").vector == [5.0, 1.0]
+    assert time.monotonic() - started < 1.0
+
+
+def test_one_rejected_text_does_not_fail_its_neighbours():
+    embedder = CountingEmbedder(fail_on="bad")
+    batcher = MicroBatcher(embedder, max_wait_seconds=0.5)
+    results = run_callers(batcher, ["good one", "bad one", "good two"])
+    assert isinstance(results["bad one"], PermanentEmbeddingError)
+    assert results["good one"].vector[0] == 8.0
+    assert results["good two"].vector[0] == 8.0
+
+
+def test_a_transient_failure_reaches_every_caller_of_the_batch():
+    batcher = MicroBatcher(CountingEmbedder(transient=True), max_wait_seconds=0.5)
+    results = run_callers(batcher, ["a", "b", "c"])
+    assert all(isinstance(result, TransientEmbeddingError) for result in results.values())
+
+
+def test_batches_never_exceed_the_maximum():
+    embedder = CountingEmbedder(delay=0.01)
+    batcher = MicroBatcher(embedder, max_batch=4, max_wait_seconds=0.5)
+    run_callers(batcher, [f"t{i}" for i in range(12)])
+    assert max(len(call) for call in embedder.calls) <= 4
+    assert sum(len(call) for call in embedder.calls) == 12
