@@ -10,7 +10,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/local-model.txt
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down migrate run demo test test-unit test-e2e lint bench clean
+.PHONY: help venv services services-down migrate run demo test test-unit test-e2e browser lint bench clean
 
 help:
 	@echo "make demo        set up, run the pipeline on real documents, print results"
@@ -44,8 +44,20 @@ run: migrate
 demo: migrate
 	$(MANAGE) demo $(DEMO_PATHS)
 
-test: services
+test: services browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium; install it when missing and
+# possible (root with apt), otherwise those tests skip and say why.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium and chromium-driver (browser tests)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else \
+			echo "chromium/chromedriver not found: browser tests will be skipped (apt-get install chromium chromium-driver)"; \
+		fi; \
+	fi
 
 test-unit: $(DEPS_STAMP)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

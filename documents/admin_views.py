@@ -1,0 +1,118 @@
+"""Admin pages for documents beyond the model pages: the live progress feed
+the changelist and change page poll, and the upload form. Both are mounted
+by DocumentAdmin.get_urls behind `admin_site.admin_view` (staff only)."""
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from documents import selectors, services
+from documents.models import Document, Project
+from documents.parsers import UnsupportedFileType
+from jobs.admin import display_value, live_ids
+
+TIMELINE_FIELDS = [
+    ("created_at", "Uploaded"),
+    ("parsing_started_at", "Parsing started"),
+    ("parsing_finished_at", "Parsing finished"),
+    ("embedding_finished_at", "Embedding finished"),
+    ("indexed_at", "Indexed"),
+]
+
+
+def timeline_elapsed(document: Document, field: str) -> str:
+    """How long after the upload a step happened ("+2.4 s"), or "" before it has."""
+    moment = getattr(document, field)
+    if moment is None or field == "created_at":
+        return ""
+    seconds = max(0.0, (moment - document.created_at).total_seconds())
+    if seconds < 120:
+        return f"+{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"+{minutes} min {seconds} s" if minutes < 120 else f"+{minutes // 60} h {minutes % 60} min"
+
+
+def document_progress_label(document: Document) -> str:
+    """What the progress bar says, for an annotated document."""
+    total = document.chunks_total
+    if total == 0:
+        if document.status == Document.Status.PENDING:
+            return "waiting"
+        if document.status == Document.Status.INDEXING:
+            return "parsing"
+        return "no chunks"
+    return f"{document.chunks_processed}/{total} chunks · {selectors.progress_percent(document)}%"
+
+
+def document_live_state(document: Document) -> dict:
+    """What the live pages show of an annotated document (see
+    selectors.documents_with_progress)."""
+    counts = selectors.chunk_counts_of(document)
+    return {
+        "status": document.status,
+        "final": document.status in Document.FINAL_STATUSES,
+        "percent": selectors.progress_percent(document),
+        "label": document_progress_label(document),
+        "fields": {
+            "error_message": display_value(document.error_message),
+            "chunks_total": document.chunks_total,
+            "chunks_processed": document.chunks_processed,
+            **{f"chunks_{status}": count for status, count in counts.items()},
+            **{field: display_value(getattr(document, field)) for field, _ in TIMELINE_FIELDS},
+            **{f"{field}_elapsed": timeline_elapsed(document, field) for field, _ in TIMELINE_FIELDS},
+            "current_job_id": document.current_job_id,
+        },
+    }
+
+
+def document_progress(request: HttpRequest, *, model_admin) -> JsonResponse:
+    """Status and progress of `?ids=...` documents, in one query however many."""
+    if not model_admin.has_view_permission(request):
+        return JsonResponse({"error": "permission denied"}, status=403)
+    documents = selectors.documents_with_progress(Document.objects.filter(id__in=live_ids(request)))
+    return JsonResponse({"items": {str(document.id): document_live_state(document) for document in documents}})
+
+
+class UploadForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=Project.objects.all())
+    file = forms.FileField(help_text="Markdown, PDF, EPUB, HTML or plain text.")
+
+
+def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
+    """Store a file through services.document_submit and open its page."""
+    if not model_admin.has_upload_permission(request):
+        raise PermissionDenied
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            submission = services.document_submit(
+                project=form.cleaned_data["project"], source=upload, filename=upload.name
+            )
+        except (services.UploadRejected, UnsupportedFileType) as exc:
+            form.add_error("file", str(exc))
+        else:
+            document = submission.document
+            if submission.created:
+                messages.success(request, f"Uploaded {document.filename}; indexing job {submission.job.id} queued.")
+            else:
+                messages.warning(
+                    request, f"{document.project} already holds this file as {document.filename}; nothing started."
+                )
+            return HttpResponseRedirect(
+                reverse("admin:documents_document_change", args=[document.id], current_app=model_admin.admin_site.name)
+            )
+    opts = model_admin.opts
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": opts,
+        "title": "Upload document",
+        "form": form,
+        "media": model_admin.media + form.media,
+        "has_view_permission": model_admin.has_view_permission(request),
+    }
+    return TemplateResponse(request, "admin/documents/document/upload.html", context)
