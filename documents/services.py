@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from documents import events, vectorindex
 from documents.chunking import chunk_sections
-from documents.embeddings import get_batcher, get_embedder
+from documents.embeddings import batching, get_batcher, get_embedder
 from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, TransientEmbeddingError
 from documents.models import Chunk, Document, EmbeddingCacheEntry, Project
 from documents.parsers import ParseError, detect_type, parse_file
@@ -545,6 +545,7 @@ class ClaimedChunk:
     embedder: str
     embedding_model: str
     embedding_dimensions: int
+    chunks_in_run: int | None
 
 
 _CLAIM_SQL = """
@@ -554,7 +555,8 @@ UPDATE documents_chunk AS c
   FROM documents_document AS d JOIN documents_project AS p ON p.id = d.project_id
  WHERE c.id = %s AND c.status = 'pending' AND d.id = c.document_id AND d.status = 'indexing'
 RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_id, d.generation,
-          d.current_job_id, p.embedder, p.embedding_model, p.embedding_dimensions
+          d.current_job_id, p.embedder, p.embedding_model, p.embedding_dimensions,
+          (SELECT j.chunks_created FROM jobs_job j WHERE j.id = d.current_job_id)
 """
 
 
@@ -630,23 +632,22 @@ def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
     retry until MIRAGE_CHUNK_MAX_ATTEMPTS; permanent ones, and the last
     attempt, store `error` with the provider's reason.
     """
-    spec = Chunk.objects.filter(id=chunk_id).values_list("document__project__embedder", flat=True).first()
-    if spec is None:
-        return EmbedOutcome(status="skipped")
-    batcher = get_batcher(spec)
-    with batcher.expect():
-        return _chunk_embed_claimed(chunk_id=chunk_id, batcher=batcher)
+    # Announced before the claim, so that concurrent tasks of this worker
+    # wait for each other and share one provider call.
+    with batching.expecting():
+        claim = chunk_claim(chunk_id=chunk_id)
+        if claim is None:
+            return EmbedOutcome(status="skipped")
+        return _chunk_embed_claimed(claim)
 
 
-def _chunk_embed_claimed(*, chunk_id: int, batcher) -> EmbedOutcome:
-    claim = chunk_claim(chunk_id=chunk_id)
-    if claim is None:
-        return EmbedOutcome(status="skipped")
+def _chunk_embed_claimed(claim: ClaimedChunk) -> EmbedOutcome:
     cached = _cache_get(claim.embedding_model, claim.content_sha256)
     try:
         if cached is not None:
             vector, truncated = list(cached.embedding), cached.truncated
         else:
+            batcher = get_batcher(claim.embedder)
             if batcher.embedder.model_id != claim.embedding_model:
                 raise PermanentEmbeddingError(
                     f"project is pinned to {claim.embedding_model} but the provider serves "
@@ -682,8 +683,7 @@ def _chunk_embed_claimed(*, chunk_id: int, batcher) -> EmbedOutcome:
 def _report_progress(claim: ClaimedChunk) -> None:
     if claim.job_id is None:
         return
-    job = Job.objects.filter(id=claim.job_id).only("chunks_created").first()
-    total = job.chunks_created if job else 0
+    total = claim.chunks_in_run or 0
     step = max(1, total // PROGRESS_STEPS)
     if total and claim.position % step:
         return

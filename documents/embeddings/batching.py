@@ -5,18 +5,42 @@ embeds them together.
 Models and HTTP providers are far faster per text in batches, while the
 pipeline keeps one task per chunk for truthful per-chunk status and retries.
 The batcher waits for more texts only while other callers are known to be on
-their way (`expect()`), and never longer than `max_wait_seconds`, so a lone
+their way (`expecting()`), and never longer than `max_wait_seconds`, so a lone
 caller pays no delay.
 """
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 
 from .base import Embedder, Embedding, PermanentEmbeddingError
+
+_announced_lock = threading.Lock()
+_announced = 0
+# Every batcher of the process is woken when an announced caller gives up
+# (its chunk was already done, or cached), so nobody waits for it.
+_batchers: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
+
+
+@contextmanager
+def expecting() -> Iterator[None]:
+    """Announce a caller that may call `embed` soon (it is claiming its
+    chunk). While announced callers are missing, a batch waits for them."""
+    global _announced
+    with _announced_lock:
+        _announced += 1
+    try:
+        yield
+    finally:
+        with _announced_lock:
+            _announced -= 1
+        for batcher in list(_batchers):
+            with batcher._condition:
+                batcher._condition.notify_all()
 
 
 class MicroBatcher:
@@ -26,24 +50,11 @@ class MicroBatcher:
         self.max_wait_seconds = max_wait_seconds
         self._condition = threading.Condition()
         self._waiting: list[tuple[str, Future]] = []
-        self._expected = 0  # callers announced by expect()
         self._submitted = 0  # callers inside embed()
         self._leader_busy = False
         self.batches = 0
         self.texts = 0
-
-    @contextmanager
-    def expect(self) -> Iterator[None]:
-        """Announce a caller that will call `embed` soon (it is claiming its
-        chunk). While announced callers are missing, a batch waits for them."""
-        with self._condition:
-            self._expected += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._expected -= 1
-                self._condition.notify_all()
+        _batchers.add(self)
 
     def embed(self, text: str) -> Embedding:
         """Embed one text, batched with whatever else arrives meanwhile.
@@ -75,7 +86,7 @@ class MicroBatcher:
                     while (
                         self._waiting
                         and len(self._waiting) < self.max_batch
-                        and self._expected > self._submitted
+                        and _announced > self._submitted
                         and time.monotonic() < deadline
                     ):
                         self._condition.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from documents.embeddings.base import Embedding, PermanentEmbeddingError, TransientEmbeddingError
-from documents.embeddings.batching import MicroBatcher
+from documents.embeddings.batching import MicroBatcher, expecting
 
 pytestmark = pytest.mark.unit
 
@@ -39,7 +39,7 @@ def run_callers(batcher, texts):
     barrier = threading.Barrier(len(texts))
 
     def call(text):
-        with batcher.expect():
+        with expecting():
             barrier.wait()
             try:
                 results[text] = batcher.embed(text)
@@ -70,7 +70,7 @@ def test_a_lone_caller_is_not_delayed():
     embedder = CountingEmbedder()
     batcher = MicroBatcher(embedder, max_wait_seconds=5.0)
     started = time.monotonic()
-    with batcher.expect():
+    with expecting():
         assert batcher.embed("alone").vector == [5.0, 1.0]
     assert time.monotonic() - started < 1.0
 
