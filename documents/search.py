@@ -2,6 +2,7 @@
 within one project."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -29,6 +30,14 @@ class SearchHit:
 
 
 _COLUMNS = "c.id, c.document_id, d.filename, c.position, c.content, c.structure"
+
+
+def _hit(row, score: float) -> SearchHit:
+    chunk_id, document_id, filename, position, content, structure = row[:6]
+    # Raw cursors hand jsonb back as text (Django decodes JSONField itself).
+    if isinstance(structure, str):
+        structure = json.loads(structure)
+    return SearchHit(chunk_id, document_id, filename, position, content, structure, score)
 
 
 def _vector_literal(vector) -> str:
@@ -62,7 +71,7 @@ def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
         )
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return [SearchHit(*row[:6], score=1.0 - float(row[6])) for row in rows]
+    return [_hit(row, 1.0 - float(row[6])) for row in rows]
 
 
 def keyword(*, project: Project, query: str, k: int) -> list[SearchHit]:
@@ -77,7 +86,7 @@ def keyword(*, project: Project, query: str, k: int) -> list[SearchHit]:
     with connection.cursor() as cursor:
         cursor.execute(sql, {"query": query, "project": project.id, "k": k})
         rows = cursor.fetchall()
-    return [SearchHit(*row[:6], score=float(row[6])) for row in rows]
+    return [_hit(row, float(row[6])) for row in rows]
 
 
 def fuse(rankings: list[list[SearchHit]], k: int) -> list[SearchHit]:

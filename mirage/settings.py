@@ -115,7 +115,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("MIRAGE_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "sentence_transformers": {"level": "WARNING"},
+        # pypdf reports every font it cannot fully decode; the text still comes out.
+        "pypdf": {"level": "ERROR"},
+    },
 }
 
 # --- Mirage -----------------------------------------------------------------

@@ -307,6 +307,7 @@ def _ready_chunks(project, texts):
     Chunk.objects.bulk_create(
         [
             Chunk(document=document, position=i, content=text, content_sha256=str(i), status="ready",
+                  structure={"title": "corpus"},
                   embedding=embedder.embed_batch([text])[0].vector, embedding_model="hash-384")
             for i, text in enumerate(texts)
         ]
@@ -326,6 +327,7 @@ def test_search_returns_ranked_hits_with_structure_and_score(api, project, mode)
     assert all("salmon" in hit["content"] for hit in hits)
     assert {"chunk_id", "document_id", "filename", "content", "structure", "score"} <= set(hits[0])
     assert hits[0]["document_id"] == document.id
+    assert isinstance(hits[0]["structure"], dict) and "title" in hits[0]["structure"]
 
 
 # --- health and schema --------------------------------------------------------------------------
