@@ -90,3 +90,32 @@ def test_same_bytes_twice_return_the_first_document_and_start_nothing(worker):
     assert second.created is False
     assert second.document.id == first.document.id
     assert Job.objects.filter(subject_id=first.document.id).count() == 1
+
+
+def test_a_vector_of_the_wrong_dimension_is_refused_never_stored(worker):
+    project = make_project(embedder="tests.support.embedders.WrongDimensionsEmbedder")
+    submission = submit_bytes(project, markdown_document(sections=2), "dims.md")
+
+    document = wait_final(submission.document)
+
+    assert document.status == "error"
+    chunks = Chunk.objects.filter(document=document)
+    assert all(chunk.status == "error" and chunk.embedding is None for chunk in chunks)
+    assert "256-dimensional" in chunks.first().error and "384" in chunks.first().error
+    assert Job.objects.get(id=submission.job.id).status == "failed"
+
+
+def test_text_shared_by_two_documents_is_embedded_once(worker):
+    from tests.support import embedders
+
+    project = make_project(embedder="tests.support.embedders.RecordingEmbedder")
+    first = submit_bytes(project, markdown_document(sections=3), "first.md")
+    wait_final(first.document)
+    embedders.reset_calls()
+
+    second = submit_bytes(project, markdown_document(sections=3) + b"\n## Extra\n\nOne new paragraph.\n", "second.md")
+    document = wait_final(second.document)
+
+    assert document.status == "ready"
+    calls = embedders.recorded_calls()
+    assert len(calls) == 1 and "One new paragraph" in calls[0][1]

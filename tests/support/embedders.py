@@ -83,3 +83,13 @@ def cure_poison(cured: bool = True) -> None:
         _redis().set(CURED_KEY, 1)
     else:
         _redis().delete(CURED_KEY)
+
+
+class WrongDimensionsEmbedder(HashEmbedder):
+    """Claims the hash model's 384 dimensions but returns 256 (a provider
+    misconfigured on the server side)."""
+
+    name = "wrong-dimensions"
+
+    def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
+        return [Embedding(vector=result.vector[:256]) for result in super().embed_batch(texts)]

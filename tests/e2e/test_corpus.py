@@ -1,0 +1,78 @@
+"""Every file of the shared corpus through the real pipeline: readable files
+end `ready` or `partial` with chunks that keep their place in the document;
+bad inputs end in a clear error or are refused; the worker survives all."""
+import pytest
+
+from documents import services
+from documents.models import Chunk, Document
+from documents.parsers import ParseError
+from mirage.celery import app as celery_app
+from tests.support.factories import CORPUS, make_project
+from tests.support.waiting import wait_until
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not CORPUS.exists(), reason="shared corpus not present"),
+]
+
+BAD_INPUTS = {
+    "adversarial/binary-image.md",
+    "adversarial/empty.md",
+    "adversarial/zip-as-epub.epub",
+    "pdf/epson-scan.pdf",
+    "pdf/libreoffice-writer-password.pdf",
+    "pdf/paper-100k.pdf",
+    "epub/ocf-zip-unreadable-no-end-header-fatal.epub",
+}
+# Where each format records its place in the document.
+PLACE_KEYS = {"markdown": "heading_path", "html": "heading_path", "pdf": "page", "epub": "chapter", "text": "title"}
+
+
+def corpus_files():
+    return sorted(path for path in CORPUS.rglob("*") if path.is_file() and path.name not in ("MANIFEST.tsv", "README.md"))
+
+
+def test_the_whole_corpus_ends_in_true_final_states(worker):
+    project = make_project()
+    submitted: dict[str, int] = {}
+    refused: dict[str, str] = {}
+    for path in corpus_files():
+        name = str(path.relative_to(CORPUS))
+        try:
+            with open(path, "rb") as handle:
+                submitted[name] = services.document_submit(project=project, source=handle, filename=path.name).document.id
+        except (services.UploadRejected, ParseError) as exc:
+            refused[name] = str(exc)
+
+    wait_until(
+        lambda: not Document.objects.filter(id__in=submitted.values(), status__in=Document.ACTIVE_STATUSES).exists(),
+        timeout=600,
+        interval=1.0,
+        message="every corpus document final",
+    )
+
+    for name, document_id in submitted.items():
+        document = Document.objects.get(id=document_id)
+        if name in BAD_INPUTS:
+            assert document.status == "error", name
+            assert document.error_message and "Traceback" not in document.error_message, name
+            assert not Chunk.objects.filter(document=document).exists(), name
+            continue
+        assert document.status in ("ready", "partial"), (name, document.status, document.error_message)
+        chunks = Chunk.objects.filter(document=document)
+        assert chunks.exists(), name
+        key = PLACE_KEYS[document.file_type]
+        structures = [chunk.structure for chunk in chunks.only("structure")]
+        # Every chunk says where it stands (text before the first heading has
+        # an empty heading path), and the document's structure came through.
+        assert all(key in structure for structure in structures), (name, key)
+        assert any(structure[key] for structure in structures), (name, key)
+        assert not chunks.filter(content="").exists(), name
+    for name, reason in refused.items():
+        assert name in BAD_INPUTS, (name, reason)
+        assert reason
+    assert set(submitted) | set(refused) == {str(p.relative_to(CORPUS)) for p in corpus_files()}
+    # The worker is alive and answers after every bad input.
+    assert celery_app.control.ping(timeout=5.0)
