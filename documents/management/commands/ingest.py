@@ -8,6 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from documents import selectors, services
+from documents.embeddings import EmbeddingError
 from documents.imports import SUPPORTED_SUFFIXES
 from documents.models import Document, Project
 from documents.parsers import ParseError
@@ -50,7 +51,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
-            project = services.project_create(name=options["project"], embedder=options["embedder"])
+            try:
+                project = services.project_create(name=options["project"], embedder=options["embedder"])
+            except (ValueError, EmbeddingError) as exc:
+                raise CommandError(f"cannot create project {options['project']!r}: {exc}") from None
             self.stdout.write(f"created project {project.name!r} (model {project.embedding_model})")
         document_ids: list[int] = []
         refused = 0
