@@ -503,7 +503,8 @@ def document_retry_chunks(*, document_id: int, job_id: int) -> None:
     if document is None:
         return
     job = Job.objects.get(id=job_id)
-    statuses = [ChunkStatus.ERROR]
+    # Chunks a cancelled run left `pending` go along: they never ran.
+    statuses = [ChunkStatus.ERROR, ChunkStatus.PENDING]
     if job.metadata.get("include_corrupted"):
         statuses.append(ChunkStatus.CORRUPTED)
     chord_id = str(uuid.uuid4())

@@ -129,3 +129,27 @@ def test_cancel_of_a_running_job_cancels_the_document(worker):
     wait_until(lambda: not Chunk.objects.filter(document=document, status="processing").exists(), timeout=30)
     document.refresh_from_db()
     assert document.status == "cancelled"
+
+
+def test_retry_after_a_cancel_finishes_the_chunks_the_cancel_left(worker, monkeypatch):
+    from jobs.services import job_cancel
+
+    monkeypatch.setenv("MIRAGE_TEST_EMBED_DELAY", "0.05")
+    project = make_project(embedder=RECORDING)
+    submission = submit_bytes(project, markdown_document(sections=40), "long.md")
+    document = submission.document
+    wait_until(lambda: Chunk.objects.filter(document=document, status="ready").count() >= 3, timeout=60)
+    job_cancel(job_id=submission.job.id)
+    wait_until(lambda: not Chunk.objects.filter(document=document, status="processing").exists(), timeout=30)
+    document.refresh_from_db()
+    assert document.status == "cancelled"
+    left = Chunk.objects.filter(document=document).exclude(status="ready").count()
+    assert left > 0
+
+    monkeypatch.setenv("MIRAGE_TEST_EMBED_DELAY", "0")
+    job = wait_job(services.document_retry_failed(document=document).id)
+
+    document.refresh_from_db()
+    assert job.status == "completed" and job.chunks_created == left
+    assert document.status == "ready"
+    assert not Chunk.objects.filter(document=document).exclude(status="ready").exists()
