@@ -75,8 +75,9 @@ def job_create(
         parent=parent,
         progress_message=progress_message,
     )
-    transaction.on_commit(jobs_admit_pending)
+    # Published before admission runs, so clients see `pending` before `running`.
     transaction.on_commit(lambda: events.publish_job(job))
+    transaction.on_commit(jobs_admit_pending)
     return job
 
 

@@ -209,9 +209,9 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
-# Flower basic auth (user:password); Flower refuses to start without it in
-# `make run`.
-MIRAGE_FLOWER_BASIC_AUTH = env("MIRAGE_FLOWER_BASIC_AUTH", default="admin:change-me")
+# Flower basic auth (user:password). Empty: mirage/flowerconfig.py generates
+# a password once and keeps it in .mirage/flower-credentials.
+MIRAGE_FLOWER_BASIC_AUTH = env("MIRAGE_FLOWER_BASIC_AUTH", default="")
 MIRAGE_FLOWER_URL = env("MIRAGE_FLOWER_URL", default="http://127.0.0.1:5555")
 
 # --- REST framework -----------------------------------------------------------

@@ -7,6 +7,7 @@ from mirage.health import HealthApi
 api_v1 = [
     path("", include("documents.api.urls")),
     path("", include("jobs.api.urls")),
+    path("events/", include("documents.api.events")),
 ]
 
 urlpatterns = [

@@ -67,7 +67,7 @@ class Stack:
         """A Redis that keeps nothing on disk: a restart loses every message."""
         binary = shutil.which("redis-server")
         assert binary, "redis-server is needed for fault-injection tests"
-        self._spawn(
+        self.spawn(
             "redis",
             [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir)],
@@ -86,7 +86,7 @@ class Stack:
     # --- Celery ---------------------------------------------------------------------
 
     def start_worker(self, name: str, queues: str, concurrency: int = 2, pool: str = "prefork") -> None:
-        self._spawn(
+        self.spawn(
             name,
             [sys.executable, "-m", "celery", "-A", "mirage", "worker", "-Q", queues, "-n", f"{name}-{self.redis_port}@%h",
              "--concurrency", str(concurrency), "--pool", pool, "-l", "info", "--without-gossip", "--without-mingle"],
@@ -108,7 +108,7 @@ class Stack:
         return any(node.startswith(f"{name}-{self.redis_port}@") for reply in replies for node in reply)
 
     def start_beat(self) -> None:
-        self._spawn(
+        self.spawn(
             "beat",
             [sys.executable, "-m", "celery", "-A", "mirage", "beat", "-l", "info",
              "-S", "celery.beat:PersistentScheduler", "--schedule", str(self.workdir / "beat-schedule")],
@@ -126,7 +126,7 @@ class Stack:
 
     # --- Process control -----------------------------------------------------------------
 
-    def _spawn(self, name: str, command: list[str]) -> None:
+    def spawn(self, name: str, command: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             command, env=self.env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,0 +1,57 @@
+"""python manage.py docstatus [--project NAME]"""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from documents import selectors
+from documents.models import Document, Project
+
+HEADERS = ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "JOB"]
+NAME_WIDTH = 40
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def document_row(document: Document) -> list[str]:
+    """One line of an annotated document (selectors.documents_with_progress)."""
+    job = document.current_job
+    return [
+        str(document.id),
+        _shorten(document.project.name, NAME_WIDTH),
+        _shorten(document.filename, NAME_WIDTH),
+        document.file_type,
+        document.status,
+        f"{document.chunks_processed}/{document.chunks_total} ({selectors.progress_percent(document)}%)",
+        str(document.chunks_error),
+        f"{job.id} {job.status}" if job is not None else "-",
+    ]
+
+
+class Command(BaseCommand):
+    help = "One line per document: status, chunk progress, failed chunks and current job."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", help="only the documents of this project (by name)")
+
+    def handle(self, *args, **options):
+        queryset = Document.objects.order_by("project__name", "id")
+        if options["project"]:
+            queryset = queryset.filter(project__name=options["project"])
+        documents = list(selectors.documents_with_progress(queryset))
+        if not documents:
+            if options["project"] and not Project.objects.filter(name=options["project"]).exists():
+                raise CommandError(f"no project named {options['project']!r}")
+            self.stdout.write("no documents")
+            return
+        for line in format_table(HEADERS, [document_row(document) for document in documents]):
+            self.stdout.write(line)
