@@ -153,7 +153,8 @@ def test_celery_commands_name_the_app_queues_and_scheduler_that_exist(services):
     assert command_of(services["ingest"])[3:6] == ["worker", "-Q", "ingest,maintenance"]
     assert option(command_of(services["ingest"]), "--concurrency") == "1"
     assert option(command_of(services["embed"]), "-Q") == "embed"
-    assert option(command_of(services["embed"]), "--concurrency") == "2"
+    # The micro-batcher needs the embed tasks of one worker on threads.
+    assert option(command_of(services["embed"]), "--pool") == "threads"
     # Every queue a task can be routed to has a worker.
     routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
     assert routed | {settings.CELERY_TASK_DEFAULT_QUEUE} <= consumed
