@@ -5,21 +5,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from documents import selectors
 from documents.models import Document, Project
+from jobs.management.tables import format_table, shorten
 
 HEADERS = ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "JOB"]
 NAME_WIDTH = 40
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    ]
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def document_row(document: Document) -> list[str]:
@@ -27,8 +16,8 @@ def document_row(document: Document) -> list[str]:
     job = document.current_job
     return [
         str(document.id),
-        _shorten(document.project.name, NAME_WIDTH),
-        _shorten(document.filename, NAME_WIDTH),
+        shorten(document.project.name, NAME_WIDTH),
+        shorten(document.filename, NAME_WIDTH),
         document.file_type,
         document.status,
         f"{document.chunks_processed}/{document.chunks_total} ({selectors.progress_percent(document)}%)",

@@ -4,22 +4,11 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs import services
+from jobs.management.tables import format_table, shorten
 from jobs.models import Job
 
 MESSAGE_WIDTH = 40
 HEADERS = ["ID", "KIND", "STATUS", "PROGRESS", "MESSAGE", "FILES", "CHUNKS", "FAILED", "CREATED"]
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    ]
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def job_row(job: Job) -> list[str]:
@@ -28,7 +17,7 @@ def job_row(job: Job) -> list[str]:
         job.kind,
         job.status,
         f"{job.progress_percentage}%",
-        _shorten(job.progress_message, MESSAGE_WIDTH),
+        shorten(job.progress_message, MESSAGE_WIDTH),
         f"{job.files_indexed}/{job.files_scanned}" if job.files_scanned else "-",
         str(job.chunks_created),
         str(job.chunks_failed),
