@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -31,10 +33,17 @@ def validate_query(serializer_class, request) -> dict:
     return serializer.validated_data
 
 
+class PaginatedApiMixin:
+    """For an APIView whose GET answers with `paginate()`: the schema
+    generator reads `pagination_class` to describe the page envelope."""
+
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+
 def paginate(view, request, queryset, serializer_class):
     """A page of `queryset` in the project's standard envelope
     (count, next, previous, results)."""
-    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -49,6 +58,53 @@ class Conflict(exceptions.APIException):
     status_code = 409
     default_detail = "Conflict."
     default_code = "conflict"
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+# A 400 names each field at fault with its messages; a body that cannot be
+# parsed at all, or whose media type is refused, is answered with `detail`.
+FIELD_ERRORS_SCHEMA = {
+    "type": "object",
+    "description": "Messages by field name (`detail` when the body could not be parsed).",
+    "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "example": {"name": ["This field may not be blank."]},
+}
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input.",
+    401: "No credentials, or invalid ones.",
+    403: "The caller may not do this.",
+    404: "No such object, or it belongs to a project the caller is not a member of.",
+    409: "The object is not in a state that allows this.",
+    413: "The request body is larger than the upload limit.",
+    415: "The media type of the request body is not accepted.",
+    503: "A service this request needs does not answer.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for the error answers of an operation, so that clients
+    (and the schemathesis run in the test suite) know every status code."""
+    return {
+        code: OpenApiResponse(
+            response=FIELD_ERRORS_SCHEMA if code == 400 else ErrorSerializer,
+            description=_ERROR_DESCRIPTIONS[code],
+        )
+        for code in codes
+    }
+
+
+def not_found(request, exception):
+    """Django's 404 handler (`handler404` in the root URLconf). A path that
+    no pattern matches never reaches DRF, e.g. `/api/v1/documents/abc/`
+    (the ids are `<int:...>`): under /api/ it is answered like every other
+    API 404, in JSON; elsewhere (the admin) with Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
 
 
 def exception_handler(exc, context):

@@ -4,10 +4,12 @@ from __future__ import annotations
 import redis
 from django.conf import settings
 from django.db import connection
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from mirage.api import error_responses
 
 
 def _database() -> dict:
@@ -38,13 +40,20 @@ def _workers() -> dict:
     return {"ok": bool(names), "count": len(names), "names": names}
 
 
+HEALTH = inline_serializer(
+    "Health",
+    {"status": serializers.CharField(), "database": serializers.DictField(),
+     "redis": serializers.DictField(), "workers": serializers.DictField()},
+)
+
+
 class HealthApi(APIView):
     @extend_schema(
-        responses=inline_serializer(
-            "Health",
-            {"status": serializers.CharField(), "database": serializers.DictField(),
-             "redis": serializers.DictField(), "workers": serializers.DictField()},
-        )
+        responses={
+            200: HEALTH,
+            503: OpenApiResponse(HEALTH, description="Degraded: the checks that failed say why."),
+            **error_responses(401),
+        }
     )
     def get(self, request):
         checks = {"database": _database(), "redis": _redis()}

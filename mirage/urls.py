@@ -17,3 +17,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", HealthApi.as_view(), name="healthz"),
 ]
+
+# Unmatched paths answer JSON like every API error, not Django's HTML page.
+handler404 = "mirage.api.not_found"

@@ -63,6 +63,13 @@ class DocumentUploadSerializer(StrictSerializer):
         return parsed
 
 
+class UnsupportedFileTypeSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    # Present when the content was sniffed; absent when the request itself
+    # was not multipart/form-data.
+    detected_type = serializers.CharField(required=False)
+
+
 class DocumentSerializer(serializers.ModelSerializer):
     chunks_total = serializers.IntegerField(read_only=True)
     chunks_processed = serializers.IntegerField(read_only=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
@@ -15,7 +15,15 @@ from documents.embeddings.base import EmbeddingError
 from documents.models import Chunk, Document
 from documents.parsers import UnsupportedFileType
 from jobs.api.serializers import JobSerializer
-from mirage.api import Conflict, PayloadTooLarge, paginate, validate_query
+from mirage.api import (
+    Conflict,
+    ErrorSerializer,
+    PaginatedApiMixin,
+    PayloadTooLarge,
+    error_responses,
+    paginate,
+    validate_query,
+)
 
 
 def _project_for(request, project_id: int):
@@ -29,17 +37,23 @@ def _document_for(request, document_id: int, *, with_progress: bool = False):
     return get_object_or_404(queryset, id=document_id)
 
 
+BUSY = OpenApiResponse(ErrorSerializer, description="The document has a job in flight; `detail` names it.")
+
+
 class UnsupportedMediaType(exceptions.APIException):
     status_code = 415
     default_code = "unsupported_media_type"
 
 
-class ProjectListApi(APIView):
-    @extend_schema(responses=s.ProjectSerializer(many=True))
+class ProjectListApi(PaginatedApiMixin, APIView):
+    @extend_schema(responses={200: s.ProjectSerializer(many=True), **error_responses(401, 404)})
     def get(self, request):
         return paginate(self, request, selectors.projects_for_user(request.user), s.ProjectSerializer)
 
-    @extend_schema(request=s.ProjectInputSerializer, responses={201: s.ProjectDetailSerializer})
+    @extend_schema(
+        request=s.ProjectInputSerializer,
+        responses={201: s.ProjectDetailSerializer, **error_responses(400, 401, 415)},
+    )
     def post(self, request):
         serializer = s.ProjectInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -51,12 +65,12 @@ class ProjectListApi(APIView):
 
 
 class ProjectDetailApi(APIView):
-    @extend_schema(responses=s.ProjectDetailSerializer)
+    @extend_schema(responses={200: s.ProjectDetailSerializer, **error_responses(401, 404)})
     def get(self, request, project_id: int):
         return Response(s.ProjectDetailSerializer(_project_for(request, project_id)).data)
 
 
-class ProjectDocumentsApi(APIView):
+class ProjectDocumentsApi(PaginatedApiMixin, APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(
@@ -65,7 +79,7 @@ class ProjectDocumentsApi(APIView):
             OpenApiParameter("type", str, enum=Document.FileType.values),
             OpenApiParameter("page", int),
         ],
-        responses=s.DocumentSerializer(many=True),
+        responses={200: s.DocumentSerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request, project_id: int):
         project = _project_for(request, project_id)
@@ -80,7 +94,16 @@ class ProjectDocumentsApi(APIView):
 
     @extend_schema(
         request={"multipart/form-data": s.DocumentUploadSerializer},
-        responses={201: s.DocumentSerializer, 200: s.DocumentSerializer},
+        responses={
+            201: s.DocumentSerializer,
+            200: OpenApiResponse(s.DocumentSerializer, description="The project already holds these bytes."),
+            **error_responses(400, 401, 404, 413),
+            415: OpenApiResponse(
+                s.UnsupportedFileTypeSerializer,
+                description="The content is not a supported format, whatever its name says, "
+                "or the request is not multipart/form-data.",
+            ),
+        },
     )
     def post(self, request, project_id: int):
         project = _project_for(request, project_id)
@@ -115,21 +138,20 @@ class ProjectDocumentsApi(APIView):
 
 
 class DocumentDetailApi(APIView):
-    @extend_schema(responses=s.DocumentSerializer)
+    @extend_schema(responses={200: s.DocumentSerializer, **error_responses(401, 404)})
     def get(self, request, document_id: int):
         return Response(s.DocumentSerializer(_document_for(request, document_id, with_progress=True)).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **error_responses(401, 404)})
     def delete(self, request, document_id: int):
         services.document_delete(document=_document_for(request, document_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DocumentChunksApi(APIView):
-
+class DocumentChunksApi(PaginatedApiMixin, APIView):
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=Chunk.Status.values), OpenApiParameter("page", int)],
-        responses=s.ChunkSerializer(many=True),
+        responses={200: s.ChunkSerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request, document_id: int):
         document = _document_for(request, document_id)
@@ -141,7 +163,7 @@ class DocumentChunksApi(APIView):
 
 
 class DocumentReindexApi(APIView):
-    @extend_schema(request=None, responses={202: JobSerializer})
+    @extend_schema(request=None, responses={202: JobSerializer, **error_responses(401, 404), 409: BUSY})
     def post(self, request, document_id: int):
         document = _document_for(request, document_id)
         try:
@@ -152,7 +174,10 @@ class DocumentReindexApi(APIView):
 
 
 class DocumentRetryApi(APIView):
-    @extend_schema(request=s.RetryInputSerializer, responses={202: JobSerializer})
+    @extend_schema(
+        request=s.RetryInputSerializer,
+        responses={202: JobSerializer, **error_responses(400, 401, 404, 415), 409: BUSY},
+    )
     def post(self, request, document_id: int):
         document = _document_for(request, document_id)
         serializer = s.RetryInputSerializer(data=request.data)
@@ -165,7 +190,10 @@ class DocumentRetryApi(APIView):
 
 
 class ProjectImportApi(APIView):
-    @extend_schema(request=s.ImportInputSerializer, responses={202: JobSerializer})
+    @extend_schema(
+        request=s.ImportInputSerializer,
+        responses={202: JobSerializer, **error_responses(400, 401, 403, 404, 415)},
+    )
     def post(self, request, project_id: int):
         project = _project_for(request, project_id)
         if not IsAdminUser().has_permission(request, self):
@@ -186,7 +214,11 @@ class ProjectSearchApi(APIView):
             OpenApiParameter("k", int),
             OpenApiParameter("mode", str, enum=list(search.MODES)),
         ],
-        responses=s.SearchHitSerializer(many=True),
+        responses={
+            200: s.SearchHitSerializer(many=True),
+            **error_responses(400, 401, 404),
+            503: OpenApiResponse(ErrorSerializer, description="The project's embedding provider does not answer."),
+        },
     )
     def get(self, request, project_id: int):
         project = _project_for(request, project_id)

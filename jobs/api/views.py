@@ -1,5 +1,6 @@
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -7,7 +8,7 @@ from rest_framework.views import APIView
 from jobs import selectors, services
 from jobs.api.serializers import JobSerializer
 from jobs.models import Job
-from mirage.api import Conflict
+from mirage.api import Conflict, ErrorSerializer, error_responses
 
 
 class JobFilter(filters.FilterSet):
@@ -28,10 +29,12 @@ class _UserJobsMixin:
         return selectors.jobs_for_user(self.request.user)
 
 
+@extend_schema_view(get=extend_schema(responses={200: JobSerializer(many=True), **error_responses(400, 401, 404)}))
 class JobListApi(_UserJobsMixin, generics.ListAPIView):
     filterset_class = JobFilter
 
 
+@extend_schema_view(get=extend_schema(responses={200: JobSerializer, **error_responses(401, 404)}))
 class JobDetailApi(_UserJobsMixin, generics.RetrieveAPIView):
     lookup_url_kwarg = "job_id"
 
@@ -39,6 +42,14 @@ class JobDetailApi(_UserJobsMixin, generics.RetrieveAPIView):
 class JobCancelApi(APIView):
     serializer_class = JobSerializer
 
+    @extend_schema(
+        request=None,
+        responses={
+            202: JobSerializer,
+            **error_responses(401, 404),
+            409: OpenApiResponse(ErrorSerializer, description="The job has already finished."),
+        },
+    )
     def post(self, request, job_id: int):
         job = get_object_or_404(selectors.jobs_for_user(request.user), id=job_id)
         try:
