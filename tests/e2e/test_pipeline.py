@@ -119,3 +119,21 @@ def test_text_shared_by_two_documents_is_embedded_once(worker):
     assert document.status == "ready"
     calls = embedders.recorded_calls()
     assert len(calls) == 1 and "One new paragraph" in calls[0][1]
+
+
+def test_ingest_command_waits_with_progress_and_prints_the_outcome(worker, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    (tmp_path / "notes.md").write_bytes(markdown_document(sections=3))
+    (tmp_path / "photo.md").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4)
+    out = StringIO()
+
+    call_command("ingest", str(tmp_path), project="cli", embedder="hash", wait=True, timeout=120, stdout=out)
+
+    text = out.getvalue()
+    assert "refused" in text and "photo.md" in text and "JPEG" in text
+    assert "100%" in text
+    assert "ready     notes.md" in text
+    assert "job" in text and "completed" in text
