@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from documents.models import Project
@@ -12,9 +13,6 @@ from documents.models import Project
 MODES = ("semantic", "keyword", "hybrid")
 # Reciprocal rank fusion constant (Cormack et al.): damps the head of each list.
 RRF_K = 60
-# HNSW candidate list size; also the most results a filtered scan collects
-# before giving up in iterative mode.
-EF_SEARCH = 100
 MAX_K = 100
 
 
@@ -67,7 +65,7 @@ def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
         cursor.execute(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
             "set_config('hnsw.ef_search', %s, true)",
-            [str(max(EF_SEARCH, k))],
+            [str(max(settings.MIRAGE_HNSW_EF_SEARCH, k))],
         )
         cursor.execute(sql, params)
         rows = cursor.fetchall()

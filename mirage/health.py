@@ -1,6 +1,9 @@
 """GET /healthz: can this deployment do work? Database, Redis, workers."""
 from __future__ import annotations
 
+import threading
+import time
+
 import redis
 from django.conf import settings
 from django.db import connection
@@ -29,7 +32,24 @@ def _redis() -> dict:
         return {"ok": False, "error": str(exc)[:200]}
 
 
+# One broadcast ping at a time, its answer shared for a moment: concurrent
+# pings each hold a broker pool connection while waiting for another, and
+# enough of them at once exhaust the pool and hang every caller.
+_PING_LOCK = threading.Lock()
+_PING_CACHE_SECONDS = 2.0
+_last_ping: tuple[float, dict] | None = None
+
+
 def _workers() -> dict:
+    global _last_ping
+    with _PING_LOCK:
+        if _last_ping is not None and time.monotonic() - _last_ping[0] < _PING_CACHE_SECONDS:
+            return _last_ping[1]
+        _last_ping = (time.monotonic(), _ping_workers())
+        return _last_ping[1]
+
+
+def _ping_workers() -> dict:
     from mirage.celery import app
 
     try:

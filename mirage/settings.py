@@ -68,7 +68,10 @@ def _database_from_url(url: str) -> dict:
     config = environ.Env.db_url_config(url)
     # A Unix socket directory arrives percent-encoded in the host part.
     config["HOST"] = unquote(str(config.get("HOST") or ""))
-    config["CONN_MAX_AGE"] = env.int("MIRAGE_DATABASE_CONN_MAX_AGE", default=60)
+    # Web requests under ASGI open a connection per request thread; persistent
+    # connections there pile up (Django advises 0). Celery workers keep theirs
+    # (MIRAGE_WORKER_DATABASE_CONN_MAX_AGE, applied in mirage/celery.py).
+    config["CONN_MAX_AGE"] = env.int("MIRAGE_DATABASE_CONN_MAX_AGE", default=0)
     config["CONN_HEALTH_CHECKS"] = True
     return config
 
@@ -84,6 +87,7 @@ def _local_database_url() -> str:
 
 
 MIRAGE_DATABASE_URL = env("MIRAGE_DATABASE_URL", default="") or _local_database_url()
+MIRAGE_WORKER_DATABASE_CONN_MAX_AGE = env.int("MIRAGE_WORKER_DATABASE_CONN_MAX_AGE", default=60)
 DATABASES = {"default": _database_from_url(MIRAGE_DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -151,6 +155,9 @@ MIRAGE_PARSE_LEASE_SECONDS = env.int("MIRAGE_PARSE_LEASE_SECONDS", default=900)
 # How often a lost task is dispatched again before the work is failed.
 MIRAGE_MAX_DISPATCH_ATTEMPTS = env.int("MIRAGE_MAX_DISPATCH_ATTEMPTS", default=3)
 MIRAGE_IMPORT_ROOTS = env.list("MIRAGE_IMPORT_ROOTS", default=[])
+# HNSW candidate list per search (pgvector's hnsw.ef_search): higher finds
+# more of the true nearest neighbours and costs latency (docs/benchmarks.md).
+MIRAGE_HNSW_EF_SEARCH = env.int("MIRAGE_HNSW_EF_SEARCH", default=400)
 
 MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
 MIRAGE_OLLAMA_MODEL = env("MIRAGE_OLLAMA_MODEL", default="mxbai-embed-large")
