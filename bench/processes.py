@@ -1,0 +1,123 @@
+"""Real Celery workers and a web server as separate OS processes, against
+the benchmark database and Redis database.
+
+Every process starts in its own session, so stopping it takes its children
+(prefork pool processes) too; `ProcessGroup` is a context manager and stops
+everything it started, whatever happened meanwhile.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from bench import env
+
+# Worker settings from the Procfile.
+INGEST_QUEUES = "ingest,maintenance"
+EMBED_QUEUE = "embed"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ProcessGroup:
+    def __init__(self, label: str, **environment: str) -> None:
+        self.label = label
+        self.environment = env.worker_environment(**environment)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop_all()
+
+    def log_path(self, name: str):
+        return env.LOG_DIR / f"{self.label}-{name}.log"
+
+    def spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        with open(self.log_path(name), "wb") as log:
+            process = subprocess.Popen(
+                command, env=self.environment, cwd=env.BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[name] = process
+        return process
+
+    def celery_worker(self, name: str, *, queues: str, pool: str, concurrency: int) -> str:
+        """Start a worker and wait until it answers a ping; returns its node name."""
+        node = f"{name}-bench-{os.getpid()}@{socket.gethostname()}"
+        self.spawn(
+            name,
+            [sys.executable, "-m", "celery", "-A", "mirage", "worker", "-Q", queues, "-n", node,
+             "--pool", pool, "--concurrency", str(concurrency), "-l", "info",
+             # Registers the no-op tasks and the batcher statistics command.
+             "--include", "bench.worker_extras"],
+        )
+        self._wait(lambda: self._answers(node), timeout=120, what=f"worker {node}", name=name)
+        return node
+
+    def pipeline_workers(self, *, pool: str = "threads", concurrency: int = 8) -> tuple[str, str]:
+        """The production topology: an `ingest` worker (prefork, one process)
+        and an `embed` worker with the given pool and concurrency."""
+        ingest = self.celery_worker("ingest", queues=INGEST_QUEUES, pool="prefork", concurrency=1)
+        embed = self.celery_worker("embed", queues=EMBED_QUEUE, pool=pool, concurrency=concurrency)
+        return ingest, embed
+
+    def uvicorn(self) -> str:
+        """The web process from the Procfile on a free loopback port; returns its base URL."""
+        port = free_port()
+        self.spawn(
+            "web",
+            [sys.executable, "-m", "uvicorn", "mirage.asgi:application", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        )
+        base = f"http://127.0.0.1:{port}"
+        self._wait(lambda: _port_open(port), timeout=60, what="uvicorn", name="web")
+        return base
+
+    def _answers(self, node: str) -> bool:
+        from mirage.celery import app
+
+        try:
+            replies = app.control.ping(destination=[node], timeout=0.5)
+        except Exception:  # noqa: BLE001 - the worker may still be connecting
+            return False
+        return any(node in reply for reply in replies)
+
+    def _wait(self, condition, *, timeout: float, what: str, name: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{what} exited; see {self.log_path(name)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not come up within {timeout} s; see {self.log_path(name)}")
+            time.sleep(0.3)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            if process.poll() is not None:
+                continue
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=20)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
