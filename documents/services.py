@@ -8,6 +8,7 @@ task can never overwrite newer state.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import re
@@ -32,7 +33,7 @@ from documents import events, vectorindex
 from documents.chunking import chunk_sections
 from documents.embeddings import batching, get_batcher, get_embedder
 from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, TransientEmbeddingError
-from documents.models import Chunk, Document, EmbeddingCacheEntry, Project
+from documents.models import Chunk, Document, Project
 from documents.parsers import ParseError, detect_type, parse_file
 from documents.status import derive_document_status
 from jobs import services as job_services
@@ -547,8 +548,13 @@ class ClaimedChunk:
     embedding_model: str
     embedding_dimensions: int
     chunks_in_run: int | None
+    # The embedding cache's vector for this exact text, as pgvector text.
+    cached_vector: str | None = None
+    cached_truncated: bool | None = None
 
 
+# One statement claims the chunk and brings along everything its embedding
+# needs: the project's model, the run's size and any cached vector.
 _CLAIM_SQL = """
 UPDATE documents_chunk AS c
    SET status = 'processing', attempts = c.attempts + 1, claimed_at = now(),
@@ -557,7 +563,11 @@ UPDATE documents_chunk AS c
  WHERE c.id = %s AND c.status = 'pending' AND d.id = c.document_id AND d.status = 'indexing'
 RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_id, d.generation,
           d.current_job_id, p.embedder, p.embedding_model, p.embedding_dimensions,
-          (SELECT j.chunks_created FROM jobs_job j WHERE j.id = d.current_job_id)
+          (SELECT j.chunks_created FROM jobs_job j WHERE j.id = d.current_job_id),
+          (SELECT e.embedding::text FROM documents_embeddingcacheentry e
+            WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256),
+          (SELECT e.truncated FROM documents_embeddingcacheentry e
+            WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256)
 """
 
 
@@ -580,7 +590,27 @@ def _chunk_write(claim: ClaimedChunk, **fields) -> bool:
     )
 
 
-def chunk_mark_embedded(*, claim: ClaimedChunk, vector: list[float], truncated: bool) -> bool:
+# Stores the vector under the claimed attempt and, in the same statement,
+# fills the embedding cache when the vector came from the provider.
+_STORE_SQL = """
+WITH stored AS (
+    UPDATE documents_chunk
+       SET status = %(status)s, embedding = %(vector)s::vector, embedding_model = %(model)s,
+           error = %(error)s, lease_expires_at = NULL, updated_at = now()
+     WHERE id = %(id)s AND status = 'processing' AND attempts = %(attempts)s
+ RETURNING id
+), cached AS (
+    INSERT INTO documents_embeddingcacheentry (model_id, text_sha256, embedding, truncated, created_at)
+    SELECT %(model)s, %(sha)s, %(vector)s::vector, %(truncated)s, now() FROM stored WHERE %(fill_cache)s
+    ON CONFLICT (model_id, text_sha256) DO NOTHING
+)
+SELECT count(*) FROM stored
+"""
+
+
+def chunk_mark_embedded(
+    *, claim: ClaimedChunk, vector: list[float], truncated: bool, fill_cache: bool = True
+) -> bool:
     """Store a chunk's vector. Returns False when the claim was lost (the chunk
     was re-dispatched, cancelled or already final), so nothing is counted twice."""
     if len(vector) != claim.embedding_dimensions:
@@ -588,13 +618,22 @@ def chunk_mark_embedded(*, claim: ClaimedChunk, vector: list[float], truncated: 
             f"provider returned a {len(vector)}-dimensional vector; the project expects "
             f"{claim.embedding_dimensions}"
         )
-    return _chunk_write(
-        claim,
-        status=ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY,
-        embedding=vector,
-        embedding_model=claim.embedding_model,
-        error="input was truncated by the embedding model" if truncated else "",
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _STORE_SQL,
+            {
+                "status": ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY,
+                "vector": "[" + ",".join(repr(float(x)) for x in vector) + "]",
+                "model": claim.embedding_model,
+                "error": "input was truncated by the embedding model" if truncated else "",
+                "id": claim.id,
+                "attempts": claim.attempts,
+                "sha": claim.content_sha256,
+                "truncated": truncated,
+                "fill_cache": fill_cache,
+            },
+        )
+        return cursor.fetchone()[0] == 1
 
 
 def chunk_mark_failed(*, claim: ClaimedChunk, reason: str) -> bool:
@@ -604,17 +643,6 @@ def chunk_mark_failed(*, claim: ClaimedChunk, reason: str) -> bool:
 def chunk_release(*, claim: ClaimedChunk, reason: str) -> bool:
     """Give a chunk back after a transient failure so it can be claimed again."""
     return _chunk_write(claim, status=ChunkStatus.PENDING, error=reason[:2000], dispatched_at=timezone.now())
-
-
-def _cache_get(model_id: str, text_sha256: str) -> EmbeddingCacheEntry | None:
-    return EmbeddingCacheEntry.objects.filter(model_id=model_id, text_sha256=text_sha256).first()
-
-
-def _cache_put(model_id: str, text_sha256: str, vector: list[float], truncated: bool) -> None:
-    EmbeddingCacheEntry.objects.bulk_create(
-        [EmbeddingCacheEntry(model_id=model_id, text_sha256=text_sha256, embedding=vector, truncated=truncated)],
-        ignore_conflicts=True,
-    )
 
 
 @dataclass(frozen=True)
@@ -643,10 +671,10 @@ def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
 
 
 def _chunk_embed_claimed(claim: ClaimedChunk) -> EmbedOutcome:
-    cached = _cache_get(claim.embedding_model, claim.content_sha256)
+    cached = claim.cached_vector is not None
     try:
-        if cached is not None:
-            vector, truncated = list(cached.embedding), cached.truncated
+        if cached:
+            vector, truncated = json.loads(claim.cached_vector), bool(claim.cached_truncated)
         else:
             batcher = get_batcher(claim.embedder)
             if batcher.embedder.model_id != claim.embedding_model:
@@ -656,9 +684,7 @@ def _chunk_embed_claimed(claim: ClaimedChunk) -> EmbedOutcome:
                 )
             result = batcher.embed(claim.content)
             vector, truncated = list(result.vector), result.truncated
-        stored = chunk_mark_embedded(claim=claim, vector=vector, truncated=truncated)
-        if stored and cached is None:
-            _cache_put(claim.embedding_model, claim.content_sha256, vector, truncated)
+        chunk_mark_embedded(claim=claim, vector=vector, truncated=truncated, fill_cache=not cached)
         status = ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY
     except TransientEmbeddingError as exc:
         if claim.attempts >= settings.MIRAGE_CHUNK_MAX_ATTEMPTS:

@@ -150,6 +150,8 @@ def test_retry_after_a_cancel_finishes_the_chunks_the_cancel_left(worker, monkey
     job = wait_job(services.document_retry_failed(document=document).id)
 
     document.refresh_from_db()
-    assert job.status == "completed" and job.chunks_created == left
+    # Messages of the cancelled run still queued may take a chunk or two once
+    # the document is indexing again; the retry queues the rest.
+    assert job.status == "completed" and 0 < job.chunks_created <= left
     assert document.status == "ready"
     assert not Chunk.objects.filter(document=document).exclude(status="ready").exists()
