@@ -96,9 +96,9 @@ class Stack:
     def worker_answers(self, name: str) -> bool:
         from celery import Celery
 
-        # A bare app on the private broker: the test process's own app talks
-        # to the suite's Redis, not this one.
-        probe = Celery(broker=self.redis_url)
+        # A bare app on the private broker, never the current app: tasks the
+        # test process sends later must still go to the suite's Redis.
+        probe = Celery(broker=self.redis_url, set_as_current=False)
         try:
             replies = probe.control.ping(timeout=1.0)
         except Exception:  # noqa: BLE001 - the broker may be restarting
