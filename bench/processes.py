@@ -8,13 +8,13 @@ everything it started, whatever happened meanwhile.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 
 from bench import env
+from mirage.devservices import stop_process_group
 
 # Worker settings from the Procfile.
 INGEST_QUEUES = "ingest,maintenance"
@@ -103,18 +103,7 @@ class ProcessGroup:
 
     def stop_all(self) -> None:
         for name in list(self.processes):
-            process = self.processes.pop(name)
-            if process.poll() is not None:
-                continue
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait(timeout=20)
+            stop_process_group(self.processes.pop(name), grace_seconds=10)
 
 
 def _port_open(port: int) -> bool:

@@ -331,34 +331,28 @@ class DocumentAdmin(ReadOnlyModelAdmin):
     def metadata_block(self, document: Document) -> str:
         return pretty_json(document.metadata) if document.metadata else EMPTY
 
-    @admin.action(description="Retry failed chunks", permissions=["operate"])
-    def retry_failed_chunks(self, request: HttpRequest, queryset):
+    def _start_for_each(self, request: HttpRequest, queryset, start, done: str):
+        """Call a service per document; each refusal becomes a warning."""
         started = 0
         for document in queryset:
             try:
-                services.document_retry_failed(document=document)
+                start(document=document)
             except services.DocumentBusy as exc:
                 self.message_user(request, f"{document.filename}: {exc}", messages.WARNING)
             else:
                 started += 1
         if started:
-            self.message_user(request, f"Queued a retry of failed chunks for {_plural(started, 'document')}.",
-                              messages.SUCCESS)
+            self.message_user(request, done.format(documents=_plural(started, "document")), messages.SUCCESS)
         return self.action_response(request)
+
+    @admin.action(description="Retry failed chunks", permissions=["operate"])
+    def retry_failed_chunks(self, request: HttpRequest, queryset):
+        return self._start_for_each(request, queryset, services.document_retry_failed,
+                                    "Queued a retry of failed chunks for {documents}.")
 
     @admin.action(description="Reindex", permissions=["operate"])
     def reindex_documents(self, request: HttpRequest, queryset):
-        started = 0
-        for document in queryset:
-            try:
-                services.document_reindex(document=document)
-            except services.DocumentBusy as exc:
-                self.message_user(request, f"{document.filename}: {exc}", messages.WARNING)
-            else:
-                started += 1
-        if started:
-            self.message_user(request, f"Queued a reindex of {_plural(started, 'document')}.", messages.SUCCESS)
-        return self.action_response(request)
+        return self._start_for_each(request, queryset, services.document_reindex, "Queued a reindex of {documents}.")
 
     @admin.action(description="Cancel current job", permissions=["operate"])
     def cancel_documents(self, request: HttpRequest, queryset):

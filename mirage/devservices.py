@@ -195,6 +195,22 @@ def redis_down() -> None:
         pidfile.unlink(missing_ok=True)
 
 
+def stop_process_group(process: subprocess.Popen, *, grace_seconds: float = 15.0) -> None:
+    """Stop a process started with start_new_session=True and all its
+    children: SIGTERM, then SIGKILL after the grace period."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=grace_seconds)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=grace_seconds)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mirage.devservices")
     parser.add_argument("action", choices=["up", "down", "db-url", "db-restart"])

@@ -21,6 +21,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from mirage.devservices import stop_process_group
 from tests.support.waiting import wait_until
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -144,18 +145,7 @@ class Stack:
 
     def stop_all(self) -> None:
         for name in list(self.processes):
-            process = self.processes[name]
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(timeout=15)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(process.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    process.wait(timeout=15)
-            self.processes.pop(name)
+            stop_process_group(self.processes.pop(name))
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
