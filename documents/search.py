@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from documents.models import Project
+from documents.vectorindex import vector_literal
 
 MODES = ("semantic", "keyword", "hybrid")
 # Reciprocal rank fusion constant (Cormack et al.): damps the head of each list.
@@ -38,10 +39,6 @@ def _hit(row, score: float) -> SearchHit:
     return SearchHit(chunk_id, document_id, filename, position, content, structure, score)
 
 
-def _vector_literal(vector) -> str:
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
-
-
 def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
     """Nearest chunks by cosine distance, through the model's partial HNSW
     index. Iterative index scans keep going until k rows of this project are
@@ -59,7 +56,7 @@ def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
         )
         SELECT * FROM nearest ORDER BY distance, id
     """
-    params = {"q": _vector_literal(vector), "model": project.embedding_model, "project": project.id, "k": k}
+    params = {"q": vector_literal(vector), "model": project.embedding_model, "project": project.id, "k": k}
     with transaction.atomic(), connection.cursor() as cursor:
         # set_config(..., true) lasts for this transaction only.
         cursor.execute(

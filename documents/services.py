@@ -623,7 +623,7 @@ def chunk_mark_embedded(
             _STORE_SQL,
             {
                 "status": ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY,
-                "vector": "[" + ",".join(repr(float(x)) for x in vector) + "]",
+                "vector": vectorindex.vector_literal(vector),
                 "model": claim.embedding_model,
                 "error": "input was truncated by the embedding model" if truncated else "",
                 "id": claim.id,

@@ -16,6 +16,11 @@ from django.db import connection
 BUILTIN_MODELS = {"hash-384": 384, "sentence-transformers/all-MiniLM-L6-v2": 384}
 
 
+def vector_literal(vector) -> str:
+    """pgvector's text form of a vector, for raw SQL (`%s::vector`)."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
 def index_name(model_id: str, dimensions: int) -> str:
     digest = hashlib.sha1(model_id.encode("utf-8")).hexdigest()[:12]
     return f"chunk_hnsw_{digest}_{int(dimensions)}"
