@@ -192,6 +192,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message reserved per process: a killed worker strands at most one.
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("MIRAGE_WORKER_PREFETCH_MULTIPLIER", default=1)
+# Celery's Django fixup closes every database connection before and after
+# each task unless this is set, so a worker would open a new connection per
+# task. Set high, it leaves connections alone; mirage/celery.py applies
+# Django's own rules instead (CONN_MAX_AGE, close after errors).
+CELERY_DB_REUSE_MAX = 1_000_000_000
 # Hard limits on task run time; the broker's visibility timeout below must
 # stay above the longest of them, or Redis hands a running task to a second
 # worker.

@@ -21,6 +21,7 @@ from .base import Embedder, Embedding, PermanentEmbeddingError
 
 _announced_lock = threading.Lock()
 _announced = 0
+_thread = threading.local()
 # Every batcher of the process is woken when an announced caller gives up
 # (its chunk was already done, or cached), so nobody waits for it.
 _batchers: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
@@ -29,18 +30,31 @@ _batchers: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
 @contextmanager
 def expecting() -> Iterator[None]:
     """Announce a caller that may call `embed` soon (it is claiming its
-    chunk). While announced callers are missing, a batch waits for them."""
+    chunk). While announced callers are missing, a batch waits for them.
+    The announcement ends when the caller submits its text, or leaves
+    without one."""
     global _announced
     with _announced_lock:
         _announced += 1
+    _thread.announced = True
     try:
         yield
     finally:
-        with _announced_lock:
-            _announced -= 1
-        for batcher in list(_batchers):
-            with batcher._condition:
-                batcher._condition.notify_all()
+        if _withdraw():
+            for batcher in list(_batchers):
+                with batcher._condition:
+                    batcher._condition.notify_all()
+
+
+def _withdraw() -> bool:
+    """End this thread's announcement, if it has one; True if it had."""
+    global _announced
+    if not getattr(_thread, "announced", False):
+        return False
+    _thread.announced = False
+    with _announced_lock:
+        _announced -= 1
+    return True
 
 
 class MicroBatcher:
@@ -50,7 +64,6 @@ class MicroBatcher:
         self.max_wait_seconds = max_wait_seconds
         self._condition = threading.Condition()
         self._waiting: list[tuple[str, Future]] = []
-        self._submitted = 0  # callers inside embed()
         self._leader_busy = False
         self.batches = 0
         self.texts = 0
@@ -62,18 +75,14 @@ class MicroBatcher:
         future: Future = Future()
         with self._condition:
             self._waiting.append((text, future))
-            self._submitted += 1
+            _withdraw()
             self._condition.notify_all()
             lead = not self._leader_busy
             if lead:
                 self._leader_busy = True
-        try:
-            if lead:
-                self._lead()
-            return future.result()
-        finally:
-            with self._condition:
-                self._submitted -= 1
+        if lead:
+            self._lead()
+        return future.result()
 
     def _lead(self) -> None:
         """The first caller to arrive runs batches until nothing is waiting;
@@ -82,11 +91,11 @@ class MicroBatcher:
             while True:
                 with self._condition:
                     deadline = time.monotonic() + self.max_wait_seconds
-                    # Wait only for callers announced but not yet arrived.
+                    # Wait only while announced callers have yet to arrive.
                     while (
                         self._waiting
                         and len(self._waiting) < self.max_batch
-                        and _announced > self._submitted
+                        and _announced > 0
                         and time.monotonic() < deadline
                     ):
                         self._condition.wait(timeout=max(0.0, deadline - time.monotonic()))

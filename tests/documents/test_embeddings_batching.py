@@ -96,3 +96,29 @@ def test_batches_never_exceed_the_maximum():
     run_callers(batcher, [f"t{i}" for i in range(12)])
     assert max(len(call) for call in embedder.calls) <= 4
     assert sum(len(call) for call in embedder.calls) == 12
+
+
+def test_a_caller_that_already_submitted_is_not_waited_for():
+    """A task still storing its vector (inside `expecting`, past `embed`)
+    must not hold back the next batch."""
+    embedder = CountingEmbedder()
+    batcher = MicroBatcher(embedder, max_wait_seconds=5.0)
+    submitted, release = threading.Event(), threading.Event()
+
+    def earlier_task():
+        with expecting():
+            batcher.embed("first")
+            submitted.set()
+            release.wait(timeout=30)
+
+    thread = threading.Thread(target=earlier_task)
+    thread.start()
+    try:
+        assert submitted.wait(timeout=10)
+        started = time.monotonic()
+        with expecting():
+            assert batcher.embed("second").vector == [6.0, 1.0]
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
+        thread.join(timeout=10)
