@@ -1,9 +1,11 @@
 """Row 4: semantic search. 100,000 chunks of 384 dimensions (the `hash`
 embedder's vectors of corpus text windows), loaded with COPY, then the
 per-model partial HNSW index built. documents.search.semantic, the
-product's query, against the same query with index scans disabled (an exact
-scan): latency and recall@10, for a project holding 99% of the chunks
-(practically unfiltered) and one holding 1% (filtered; iterative scan)."""
+product's search, against its HNSW query with index scans disabled (an
+exact scan of every row): latency and recall@10, for a project holding 99%
+of the chunks (practically unfiltered; semantic() walks the HNSW index) and
+one holding 1% (filtered; semantic() computes the project's distances
+exactly, as it does for every project up to MIRAGE_EXACT_SEARCH_MAX_CHUNKS)."""
 from __future__ import annotations
 
 import statistics
@@ -81,13 +83,14 @@ def build_index() -> float:
 
 
 def timed_search(project, vector, *, exact: bool, bitmap_only: bool = False, k: int = K) -> tuple[float, list[int]]:
-    """Seconds and the first K chunk ids of documents.search.semantic. With
-    `exact`, index scans are off; with `bitmap_only` as well, sequential
-    scans too, so the project's rows are found through their B-tree indexes
-    (bitmap scans) and only their distances computed."""
+    """Seconds and the first K chunk ids of documents.search.semantic, the
+    product's search. With `exact`, the baseline: its HNSW query
+    (semantic_ann) with index scans off, so every distance is computed; with
+    `bitmap_only` as well, sequential scans off too, so the project's rows are
+    found through their B-tree indexes (bitmap scans)."""
     from django.db import connection, transaction
 
-    from documents.search import semantic
+    from documents.search import semantic, semantic_ann
 
     with transaction.atomic():
         if exact:
@@ -98,7 +101,7 @@ def timed_search(project, vector, *, exact: bool, bitmap_only: bool = False, k: 
                 if bitmap_only:
                     cursor.execute("SET LOCAL enable_seqscan = off")
         started = time.perf_counter()
-        hits = semantic(project=project, vector=vector, k=k)
+        hits = (semantic_ann if exact else semantic)(project=project, vector=vector, k=k)
         seconds = time.perf_counter() - started
     return seconds, [hit.chunk_id for hit in hits[:K]]
 
@@ -108,10 +111,10 @@ def plan_summary(project, vector, *, exact: bool) -> str:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from documents.search import semantic
+    from documents.search import semantic, semantic_ann
 
     with CaptureQueriesContext(connection) as captured:
-        semantic(project=project, vector=vector, k=K)
+        (semantic_ann if exact else semantic)(project=project, vector=vector, k=K)
     query = next(entry["sql"] for entry in captured.captured_queries if "<=>" in entry["sql"])
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
@@ -159,7 +162,7 @@ def measure(project, label: str, queries, *, filtered: bool) -> list[Result]:
     recall = statistics.mean(recalls)
     hnsw_plan = plan_summary(project, queries[0], exact=False)
     exact_plan = plan_summary(project, queries[0], exact=True)
-    say(f"    {label}: HNSW {hnsw_ms:.1f} ms, exact {exact_ms:.1f} ms (medians of {len(queries)}), "
+    say(f"    {label}: semantic() {hnsw_ms:.1f} ms, exact scan {exact_ms:.1f} ms (medians of {len(queries)}), "
         f"recall@{K} {recall:.3f}")
     say(f"      plan, product query: {hnsw_plan}")
     say(f"      plan, index scans off: {exact_plan}")
@@ -168,13 +171,13 @@ def measure(project, label: str, queries, *, filtered: bool) -> list[Result]:
     ratio = exact_ms / hnsw_ms
     return [
         Result(
-            row=f"4 search latency, {label}: semantic() (HNSW) vs exact scan",
+            row=f"4 search latency, {label}: semantic() vs exact scan",
             measured=f"{hnsw_ms:.1f} ms",
             baseline=f"{exact_ms:.1f} ms",
             ratio=ratio,
             goal=f">= {LATENCY_GOAL:.0f}x faster",
             met=ratio >= LATENCY_GOAL,
-            notes=[f"{label}: p95 HNSW {sorted(hnsw_times)[int(0.95 * len(hnsw_times))] * 1000:.1f} ms, exact "
+            notes=[f"{label}: p95 semantic() {sorted(hnsw_times)[int(0.95 * len(hnsw_times))] * 1000:.1f} ms, exact "
                    f"{sorted(exact_times)[int(0.95 * len(exact_times))] * 1000:.1f} ms; plan of the product query: "
                    f"{hnsw_plan}; with index scans off: {exact_plan}"],
         ),

@@ -40,23 +40,81 @@ def _hit(row, score: float) -> SearchHit:
 
 
 def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
-    """Nearest chunks by cosine distance, through the model's partial HNSW
-    index. Iterative index scans keep going until k rows of this project are
-    found (a plain filtered HNSW scan can return fewer than k)."""
+    """Nearest chunks of the project by cosine distance. A small project is
+    searched exactly (its rows are few, and an index walk would have to skip
+    everyone else's); a larger one through the model's HNSW index."""
+    if _searchable_chunks_at_most(project, settings.MIRAGE_EXACT_SEARCH_MAX_CHUNKS):
+        return semantic_exact(project=project, vector=vector, k=k)
+    return semantic_ann(project=project, vector=vector, k=k)
+
+
+# The project's rows that carry a vector of its model.
+_PROJECT_VECTORS = """
+      FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
+     WHERE c.embedding_model = %(model)s AND vector_dims(c.embedding) = {dims}
+       AND d.project_id = %(project)s
+       AND c.status IN ('ready', 'corrupted')
+"""
+
+
+def _searchable_chunks_at_most(project: Project, limit: int) -> bool:
+    """Whether the project holds at most `limit` searchable chunks, counted
+    through the (document, status) index and never past `limit` + 1."""
+    if limit <= 0:
+        return False
+    sql = """
+        SELECT count(*) FROM (
+            SELECT 1 FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
+             WHERE d.project_id = %(project)s AND c.status IN ('ready', 'corrupted')
+             LIMIT %(limit)s
+        ) AS bounded
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"project": project.id, "limit": limit + 1})
+        return cursor.fetchone()[0] <= limit
+
+
+def _vector_params(project: Project, vector, k: int) -> tuple[int, dict]:
     dims = int(project.embedding_dimensions)
+    return dims, {"q": vector_literal(vector), "model": project.embedding_model, "project": project.id, "k": k}
+
+
+def semantic_exact(*, project: Project, vector, k: int) -> list[SearchHit]:
+    """Every distance of the project's rows, computed: exact. Distances are
+    scored in a materialized step the HNSW index cannot serve, and only the
+    k best rows are read in full."""
+    dims, params = _vector_params(project, vector, k)
+    sql = f"""
+        WITH scored AS MATERIALIZED (
+            SELECT c.id, c.embedding::vector({dims}) <=> %(q)s::vector({dims}) AS distance
+            {_PROJECT_VECTORS.format(dims=dims)}
+        ), nearest AS (
+            SELECT id, distance FROM scored ORDER BY distance, id LIMIT %(k)s
+        )
+        SELECT {_COLUMNS}, nearest.distance
+          FROM nearest JOIN documents_chunk c ON c.id = nearest.id JOIN documents_document d ON d.id = c.document_id
+         ORDER BY nearest.distance, c.id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [_hit(row, 1.0 - float(row[6])) for row in rows]
+
+
+def semantic_ann(*, project: Project, vector, k: int) -> list[SearchHit]:
+    """Approximate nearest chunks through the model's partial HNSW index.
+    Iterative index scans keep going until k rows of this project are found
+    (a plain filtered HNSW scan can return fewer than k)."""
+    dims, params = _vector_params(project, vector, k)
     sql = f"""
         WITH nearest AS MATERIALIZED (
             SELECT {_COLUMNS}, c.embedding::vector({dims}) <=> %(q)s::vector({dims}) AS distance
-              FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
-             WHERE c.embedding_model = %(model)s AND vector_dims(c.embedding) = {dims}
-               AND d.project_id = %(project)s
-               AND c.status IN ('ready', 'corrupted')
+            {_PROJECT_VECTORS.format(dims=dims)}
              ORDER BY c.embedding::vector({dims}) <=> %(q)s::vector({dims})
              LIMIT %(k)s
         )
         SELECT * FROM nearest ORDER BY distance, id
     """
-    params = {"q": vector_literal(vector), "model": project.embedding_model, "project": project.id, "k": k}
     with transaction.atomic(), connection.cursor() as cursor:
         # set_config(..., true) lasts for this transaction only.
         cursor.execute(

@@ -158,6 +158,10 @@ MIRAGE_IMPORT_ROOTS = env.list("MIRAGE_IMPORT_ROOTS", default=[])
 # HNSW candidate list per search (pgvector's hnsw.ef_search): higher finds
 # more of the true nearest neighbours and costs latency (docs/benchmarks.md).
 MIRAGE_HNSW_EF_SEARCH = env.int("MIRAGE_HNSW_EF_SEARCH", default=400)
+# Projects with at most this many searchable chunks are searched exactly
+# (every distance computed): faster than an index walk that must skip other
+# projects' rows, and never misses. 0 always uses the HNSW index.
+MIRAGE_EXACT_SEARCH_MAX_CHUNKS = env.int("MIRAGE_EXACT_SEARCH_MAX_CHUNKS", default=5000)
 
 MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
 MIRAGE_OLLAMA_MODEL = env("MIRAGE_OLLAMA_MODEL", default="mxbai-embed-large")
