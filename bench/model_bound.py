@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from bench import data, env
-from bench.processes import ProcessGroup
+from bench.processes import ProcessGroup, coalescing_stats
 from bench.report import Result, say
 
 GOAL = 0.9
@@ -50,13 +50,7 @@ def document_with_chunks(target: int) -> tuple[bytes, int]:
 
 
 def batcher_stats(node: str) -> dict:
-    from mirage.celery import app
-
-    replies = app.control.broadcast("bench_batcher_stats", reply=True, destination=[node], timeout=5)
-    for reply in replies:
-        if node in reply:
-            return reply[node].get("sentence-transformers/all-MiniLM-L6-v2", {"batches": 0, "texts": 0})
-    return {"batches": 0, "texts": 0}
+    return coalescing_stats(node).get("sentence-transformers/all-MiniLM-L6-v2", {"batches": 0, "texts": 0})
 
 
 def load_model():

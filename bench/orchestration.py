@@ -9,7 +9,7 @@ import random
 import time
 
 from bench import data
-from bench.processes import ProcessGroup
+from bench.processes import ProcessGroup, coalescing_stats
 from bench.report import Result, say
 
 GOAL = 0.8
@@ -91,6 +91,18 @@ def embed_task_profile(content: bytes) -> tuple[int, float]:
     return len(captured.captured_queries), (time.perf_counter() - started) / len(texts)
 
 
+def per_operation(before: dict, after: dict) -> str:
+    """Items per batch of each coalescer of the embed worker during a run
+    (prefork workers answer for one child process)."""
+    parts = []
+    for name, counts in after.items():
+        batches = counts["batches"] - before.get(name, {}).get("batches", 0)
+        items = counts["texts"] - before.get(name, {}).get("texts", 0)
+        if batches:
+            parts.append(f"{name} {items / batches:.1f} ({items} in {batches})")
+    return ", ".join(parts) or "none reported"
+
+
 def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> Result:
     from bench import env
 
@@ -100,7 +112,7 @@ def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> R
     label = f"{pool}-{concurrency}"
     with ProcessGroup(f"orchestration-{label}") as group:
         say(f"  starting ingest (prefork 1) and embed ({pool}, concurrency {concurrency}) workers")
-        group.pipeline_workers(pool=pool, concurrency=concurrency)
+        _, embed_node = group.pipeline_workers(pool=pool, concurrency=concurrency)
         say("  warm-up: a 200-task chord and a 100-chunk document")
         run_chord(200)
         run_pipeline(content=make_document(chunks=100, seed=seed + 1000), name=f"warmup-{label}")
@@ -108,9 +120,12 @@ def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> R
         chord_first = run_chord(chunks)
         say(f"    {chord_first:.1f} s ({chunks / chord_first:.0f} tasks/s)")
         say(f"  pipeline: one document of {expected} chunks ...")
+        before = coalescing_stats(embed_node)
         times = run_pipeline(content=content, name=f"orchestration-{label}")
+        sharing = per_operation(before, coalescing_stats(embed_node))
         say(f"    {times.from_dispatch:.1f} s from end of parse to final ({times.chunks / times.from_dispatch:.0f} "
             f"chunks/s); {times.from_job_start:.1f} s from job start")
+        say(f"    chunks per operation: {sharing}")
         say(f"  no-op chord of {chunks} tasks again ...")
         chord_second = run_chord(chunks)
         say(f"    {chord_second:.1f} s ({chunks / chord_second:.0f} tasks/s)")
@@ -134,7 +149,8 @@ def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> R
             f"commit and chord dispatch included) to final; {times.from_job_start:.1f} s from job start "
             f"({times.chunks / times.from_job_start:.0f} chunks/s); no-op chord runs {chord_first:.1f} s "
             f"and {chord_second:.1f} s; one chunk_embed sends {statements} SQL statements, the hash embedder "
-            f"alone takes {embed_seconds * 1000:.2f} ms per chunk (in one process)"
+            f"alone takes {embed_seconds * 1000:.2f} ms per chunk (in one process); chunks per operation: "
+            f"{sharing}"
         ],
     )
 

@@ -106,6 +106,17 @@ class ProcessGroup:
             stop_process_group(self.processes.pop(name), grace_seconds=10)
 
 
+def coalescing_stats(node: str) -> dict:
+    """Batches and items of the worker's coalescers (claim and store
+    statements, model calls), through bench.worker_extras."""
+    from mirage.celery import app
+
+    for reply in app.control.broadcast("bench_batcher_stats", reply=True, destination=[node], timeout=5):
+        if node in reply:
+            return reply[node]
+    return {}
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -25,9 +25,13 @@ def noop_callback() -> float:
 def bench_batcher_stats(state) -> dict:
     """Batches and texts of each micro-batcher in this worker process (the
     threads pool shares one process)."""
+    from documents import services
     from documents.embeddings import registry
 
-    return {
+    stats = {
         batcher.embedder.model_id: {"batches": batcher.batches, "texts": batcher.texts}
         for batcher in list(registry._batchers.values())
     }
+    stats["claim statements"] = {"batches": services._claims.batches, "texts": services._claims.items}
+    stats["store statements"] = {"batches": services._stores.batches, "texts": services._stores.items}
+    return stats

@@ -9,6 +9,9 @@ os.environ.setdefault("MIRAGE_EMBEDDER", "hash")
 os.environ.setdefault("MIRAGE_RECONCILE_INTERVAL_SECONDS", "2")
 os.environ.setdefault("MIRAGE_CHUNK_LEASE_SECONDS", "5")
 os.environ.setdefault("MIRAGE_DISPATCH_GRACE_SECONDS", "5")
+# The session's in-process worker closes its threads' connections after each
+# task, so none is left open when the test database is dropped.
+os.environ.setdefault("MIRAGE_WORKER_DATABASE_CONN_MAX_AGE", "0")
 
 from mirage.settings import *  # noqa: E402,F403
 from mirage.settings import STATE_DIR  # noqa: E402

@@ -17,8 +17,10 @@ pytestmark = [pytest.mark.unit, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def worker_settings():
-    """The settings a worker process gets at start (worker_init)."""
+def worker_settings(settings):
+    """The settings a worker process gets at start (worker_init), with the
+    default connection age (the test settings shorten it)."""
+    settings.MIRAGE_WORKER_DATABASE_CONN_MAX_AGE = 60
     saved = connection.settings_dict["CONN_MAX_AGE"]
     connection.close()
     _keep_worker_connections()
