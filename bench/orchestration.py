@@ -103,6 +103,12 @@ def per_operation(before: dict, after: dict) -> str:
     return ", ".join(parts) or "none reported"
 
 
+def cpu_per_item(before: dict[str, float], after: dict[str, float], items: int) -> str:
+    """Milliseconds of CPU per item of each process role between two
+    readings of ProcessGroup.cpu_seconds."""
+    return ", ".join(f"{role} {(after[role] - before.get(role, 0.0)) * 1000 / items:.2f} ms" for role in after)
+
+
 def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> Result:
     from bench import env
 
@@ -117,14 +123,18 @@ def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> R
         run_chord(200)
         run_pipeline(content=make_document(chunks=100, seed=seed + 1000), name=f"warmup-{label}")
         say(f"  no-op chord of {chunks} tasks ...")
+        cpu = group.cpu_seconds()
         chord_first = run_chord(chunks)
-        say(f"    {chord_first:.1f} s ({chunks / chord_first:.0f} tasks/s)")
+        chord_cpu = cpu_per_item(cpu, group.cpu_seconds(), chunks)
+        say(f"    {chord_first:.1f} s ({chunks / chord_first:.0f} tasks/s); CPU per task: {chord_cpu}")
         say(f"  pipeline: one document of {expected} chunks ...")
-        before = coalescing_stats(embed_node)
+        before, cpu = coalescing_stats(embed_node), group.cpu_seconds()
         times = run_pipeline(content=content, name=f"orchestration-{label}")
+        pipeline_cpu = cpu_per_item(cpu, group.cpu_seconds(), times.chunks)
         sharing = per_operation(before, coalescing_stats(embed_node))
         say(f"    {times.from_dispatch:.1f} s from end of parse to final ({times.chunks / times.from_dispatch:.0f} "
             f"chunks/s); {times.from_job_start:.1f} s from job start")
+        say(f"    CPU per chunk (parse included): {pipeline_cpu}")
         say(f"    chunks per operation: {sharing}")
         say(f"  no-op chord of {chunks} tasks again ...")
         chord_second = run_chord(chunks)
@@ -150,7 +160,7 @@ def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> R
             f"({times.chunks / times.from_job_start:.0f} chunks/s); no-op chord runs {chord_first:.1f} s "
             f"and {chord_second:.1f} s; one chunk_embed sends {statements} SQL statements, the hash embedder "
             f"alone takes {embed_seconds * 1000:.2f} ms per chunk (in one process); chunks per operation: "
-            f"{sharing}"
+            f"{sharing}; CPU per no-op task: {chord_cpu}; CPU per chunk (parse included): {pipeline_cpu}"
         ],
     )
 

@@ -101,6 +101,35 @@ class ProcessGroup:
                 raise RuntimeError(f"{what} did not come up within {timeout} s; see {self.log_path(name)}")
             time.sleep(0.3)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each started process with its children
+        (same session), by PostgreSQL's processes and by Redis's: diffs of
+        two readings say where a run's CPU went."""
+        sessions = {process.pid: name for name, process in self.processes.items()}
+        used = {name: 0.0 for name in self.processes} | {"postgres": 0.0, "redis": 0.0}
+        ticks = os.sysconf("SC_CLK_TCK")
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            command = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            # Own time plus that of children already reaped (backends or
+            # pool processes that exited between two readings).
+            seconds = sum(int(value) for value in fields[11:15]) / ticks
+            session = int(fields[3])
+            if session in sessions:
+                used[sessions[session]] += seconds
+            elif command == "postgres":
+                used["postgres"] += seconds
+            elif command.startswith("redis-server"):
+                used["redis"] += seconds
+        return used
+
     def stop_all(self) -> None:
         for name in list(self.processes):
             stop_process_group(self.processes.pop(name), grace_seconds=10)
