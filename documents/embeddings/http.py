@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -259,6 +260,24 @@ def with_retries(
             logger.info("embedding request failed, retrying in %.2fs: %s", delay, exc)
             sleep(delay)
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an HTTP provider retries one request (see `with_retries`)."""
+
+    attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def call(self, fn: Callable[[], T]) -> T:
+        return with_retries(
+            fn, attempts=self.attempts, base_delay=self.base_delay, max_delay=self.max_delay, sleep=self.sleep
+        )
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 def request_slices(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .base import Embedding, estimate_tokens, reject_empty_inputs
-from .http import Budget, JsonHttpClient, request_slices, validate_vectors, with_retries
+from .http import DEFAULT_RETRY, Budget, JsonHttpClient, RetryPolicy, request_slices, validate_vectors
 
 
 class OllamaEmbedder:
@@ -42,20 +41,14 @@ class OllamaEmbedder:
         timeout: float = 60.0,
         max_batch_size: int = 256,
         budget: Budget | None = None,
-        retry_attempts: int = 3,
-        retry_base_delay: float = 0.5,
-        retry_max_delay: float = 10.0,
-        sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.model_id = model
         self.dimensions = dimensions
         self.max_input_tokens = max_input_tokens
         self.url = base_url.rstrip("/") + "/api/embed"
         self.max_batch_size = max_batch_size
-        self._retry_attempts = retry_attempts
-        self._retry_base_delay = retry_base_delay
-        self._retry_max_delay = retry_max_delay
-        self._sleep = sleep
+        self._retry = retry
         self._http = JsonHttpClient(provider=self.name, timeout=timeout, budget=budget)
 
     def count_tokens(self, text: str) -> int:
@@ -66,13 +59,7 @@ class OllamaEmbedder:
         embeddings: list[Embedding] = []
         for start, end in request_slices(len(texts), max_items=self.max_batch_size):
             batch = list(texts[start:end])
-            vectors = with_retries(
-                lambda batch=batch: self._request(batch),
-                attempts=self._retry_attempts,
-                base_delay=self._retry_base_delay,
-                max_delay=self._retry_max_delay,
-                sleep=self._sleep,
-            )
+            vectors = self._retry.call(lambda batch=batch: self._request(batch))
             embeddings.extend(
                 Embedding(
                     vector=vector,

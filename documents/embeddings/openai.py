@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .base import (
@@ -16,7 +15,7 @@ from .base import (
     reject_empty_inputs,
     truncate_to_estimate,
 )
-from .http import Budget, JsonHttpClient, request_slices, validate_vectors, with_retries
+from .http import DEFAULT_RETRY, Budget, JsonHttpClient, RetryPolicy, request_slices, validate_vectors
 
 if TYPE_CHECKING:
     import tiktoken
@@ -119,10 +118,7 @@ class OpenAIEmbedder:
         max_batch_size: int = _MAX_INPUTS_PER_REQUEST,
         max_request_tokens: int = _MAX_TOKENS_PER_REQUEST,
         budget: Budget | None = None,
-        retry_attempts: int = 3,
-        retry_base_delay: float = 0.5,
-        retry_max_delay: float = 10.0,
-        sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy = DEFAULT_RETRY,
         encoding: tiktoken.Encoding | Literal["auto"] | None = "auto",
     ) -> None:
         """`dimensions` defaults to the model's native size and is required
@@ -143,10 +139,7 @@ class OpenAIEmbedder:
         self.max_batch_size = max_batch_size
         self.max_request_tokens = max_request_tokens
         self._send_dimensions = accepts_dimensions
-        self._retry_attempts = retry_attempts
-        self._retry_base_delay = retry_base_delay
-        self._retry_max_delay = retry_max_delay
-        self._sleep = sleep
+        self._retry = retry
         self._encoding_choice = encoding
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = JsonHttpClient(
@@ -177,13 +170,7 @@ class OpenAIEmbedder:
             max_tokens=self.max_request_tokens,
         ):
             batch = [text for text, _, _ in fitted[start:end]]
-            vectors = with_retries(
-                lambda batch=batch: self._request(batch),
-                attempts=self._retry_attempts,
-                base_delay=self._retry_base_delay,
-                max_delay=self._retry_max_delay,
-                sleep=self._sleep,
-            )
+            vectors = self._retry.call(lambda batch=batch: self._request(batch))
             embeddings.extend(
                 Embedding(vector=vector, truncated=truncated)
                 for vector, (_, _, truncated) in zip(vectors, fitted[start:end], strict=False)

@@ -1,23 +1,13 @@
 import pytest
 
 from documents.embeddings.base import PermanentEmbeddingError, TransientEmbeddingError
+from documents.embeddings.http import RetryPolicy
 from documents.embeddings.ollama import OllamaEmbedder
-from tests.support.http_servers import FakeEmbeddingServer, Reply, fake_vector
+from tests.support.http_servers import FAKE_DIMENSIONS, Reply, fake_vector
 
 pytestmark = pytest.mark.unit
 
-DIMENSIONS = 8
-
-
-@pytest.fixture
-def server():
-    with FakeEmbeddingServer(dimensions=DIMENSIONS) as running:
-        yield running
-
-
-@pytest.fixture
-def delays():
-    return []
+DIMENSIONS = FAKE_DIMENSIONS
 
 
 @pytest.fixture
@@ -27,7 +17,7 @@ def embedder(server, delays):
         model="mxbai-embed-large",
         dimensions=DIMENSIONS,
         timeout=0.5,
-        sleep=delays.append,
+        retry=RetryPolicy(sleep=delays.append),
     )
 
 
@@ -82,7 +72,7 @@ def test_ollama_gives_up_after_three_attempts(embedder, server, delays):
 
 def test_ollama_timeout_is_transient(server):
     embedder = OllamaEmbedder(
-        base_url=server.ollama_url, dimensions=DIMENSIONS, timeout=0.2, retry_attempts=1
+        base_url=server.ollama_url, dimensions=DIMENSIONS, timeout=0.2, retry=RetryPolicy(attempts=1)
     )
     server.script(Reply.hang(5))
     with pytest.raises(TransientEmbeddingError, match="no response"):

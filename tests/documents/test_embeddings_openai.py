@@ -7,12 +7,13 @@ from documents.embeddings.base import (
     TransientEmbeddingError,
     estimate_tokens,
 )
+from documents.embeddings.http import RetryPolicy
 from documents.embeddings.openai import OpenAIEmbedder
-from tests.support.http_servers import FakeEmbeddingServer, Reply, fake_vector
+from tests.support.http_servers import FAKE_DIMENSIONS, Reply, fake_vector
 
 pytestmark = pytest.mark.unit
 
-DIMENSIONS = 8
+DIMENSIONS = FAKE_DIMENSIONS
 
 
 def byte_encoding() -> tiktoken.Encoding:
@@ -27,17 +28,6 @@ def byte_encoding() -> tiktoken.Encoding:
 
 
 @pytest.fixture
-def server():
-    with FakeEmbeddingServer(dimensions=DIMENSIONS) as running:
-        yield running
-
-
-@pytest.fixture
-def delays():
-    return []
-
-
-@pytest.fixture
 def embedder(server, delays):
     return OpenAIEmbedder(
         base_url=server.openai_base_url,
@@ -45,7 +35,7 @@ def embedder(server, delays):
         model="text-embedding-3-small",
         dimensions=DIMENSIONS,
         timeout=0.5,
-        sleep=delays.append,
+        retry=RetryPolicy(sleep=delays.append),
         encoding=None,
     )
 
@@ -127,7 +117,7 @@ def test_openai_timeout_is_transient(server):
         base_url=server.openai_base_url,
         dimensions=DIMENSIONS,
         timeout=0.2,
-        retry_attempts=1,
+        retry=RetryPolicy(attempts=1),
         encoding=None,
     )
     server.script(Reply.hang(5))

@@ -85,11 +85,14 @@ class RecordedRequest:
     json: Any
 
 
+FAKE_DIMENSIONS = 8
+
+
 class FakeEmbeddingServer:
     """A ThreadingHTTPServer on an ephemeral loopback port, run in a daemon
     thread between `start()` and `stop()` (or as a context manager)."""
 
-    def __init__(self, *, dimensions: int = 8) -> None:
+    def __init__(self, *, dimensions: int = FAKE_DIMENSIONS) -> None:
         self.dimensions = dimensions
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
