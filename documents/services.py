@@ -8,6 +8,7 @@ task can never overwrite newer state.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import random
@@ -16,25 +17,28 @@ import tempfile
 import traceback
 import unicodedata
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from celery import chord, signature
+from celery import current_app, signature
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from documents import events, vectorindex
-from documents.chunking import chunk_sections
+from documents.chunking import ChunkDraft, chunk_sections
+from documents.coalescing import Coalescer
 from documents.embeddings import batching, get_batcher, get_embedder
 from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, TransientEmbeddingError
 from documents.models import Chunk, Document, Project
-from documents.parsers import ParseError, detect_type, parse_file
+from documents.parsers import ParsedDocument, ParseError, detect_type, parse_file
 from documents.status import derive_document_status
 from jobs import services as job_services
 from jobs.models import Job
@@ -348,128 +352,247 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
     return document
 
 
+class _ParseFailed(Exception):
+    """The file cannot become chunks; carries what the document and its job
+    record."""
+
+    def __init__(self, error_type: str, message: str, error_traceback: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.error_traceback = error_traceback
+
+
 def document_parse(*, document_id: int, job_id: int) -> None:
     """Parse the stored file into chunks and dispatch their embedding.
 
-    For a reindex, chunks whose text did not change keep their rows and
-    vectors; the others are replaced.
+    Chunks are stored in batches while the file is read, all in one
+    transaction: nothing of the run stays when it fails, crashes or is
+    overtaken (cancelled, or a newer run started) before it ends. For a
+    reindex, chunks whose text did not change keep their rows and vectors;
+    the others are replaced.
     """
     document = _begin_run(document_id=document_id, job_id=job_id)
     if document is None:
         return
-    generation = document.generation
+    try:
+        parsed, drafts = _parse_lazily(document)
+        _store_chunks_and_dispatch(document=document, job_id=job_id, drafts=drafts, parsed=parsed)
+    except _ParseFailed as failure:
+        _document_fail(document_id=document_id, job_id=job_id, generation=document.generation,
+                       error_type=failure.error_type, message=failure.message,
+                       error_traceback=failure.error_traceback)
+
+
+def _parse_lazily(document: Document) -> tuple[ParsedDocument, Iterator[ChunkDraft]]:
+    """The opened file and its chunk drafts, produced as the file is read.
+    Failing to read the file, now or while the drafts are produced, raises
+    _ParseFailed."""
     try:
         provider = project_embedder(document.project)
-        path = Path(document.file.path)
-        parsed = parse_file(path, document.filename)
-        drafts = list(
-            chunk_sections(
-                parsed.sections,
-                max_tokens=_effective_chunk_tokens(provider),
-                overlap_tokens=settings.MIRAGE_CHUNK_OVERLAP,
-                count_tokens=provider.count_tokens,
-            )
+        parsed = parse_file(Path(document.file.path), document.filename)
+    except Exception as exc:
+        raise _parse_failure(exc, document_id=document.id) from exc
+    drafts = chunk_sections(
+        parsed.sections,
+        max_tokens=_effective_chunk_tokens(provider),
+        overlap_tokens=settings.MIRAGE_CHUNK_OVERLAP,
+        count_tokens=provider.count_tokens,
+    )
+    return parsed, _reading_failures_reported(drafts, document_id=document.id)
+
+
+def _reading_failures_reported(drafts: Iterator[ChunkDraft], *, document_id: int) -> Iterator[ChunkDraft]:
+    # Only the parser's and the chunker's errors pass through here: those of
+    # the code storing the drafts (the database's) are not the file's.
+    try:
+        yield from drafts
+    except Exception as exc:
+        raise _parse_failure(exc, document_id=document_id) from exc
+
+
+def _parse_failure(exc: Exception, *, document_id: int) -> _ParseFailed:
+    """How a failure to read the file is reported: any parser crash is the
+    file's error, in words."""
+    if isinstance(exc, (ParseError, EmbeddingError)):
+        return _ParseFailed("parse_error", str(exc))
+    if isinstance(exc, FileNotFoundError):
+        return _ParseFailed("file_missing", "the stored file is missing")
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return _ParseFailed(
+            "parse_error",
+            f"parsing did not finish within the time limit ({settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS} s, "
+            "MIRAGE_PARSE_TIME_LIMIT_SECONDS)",
         )
-    except (ParseError, EmbeddingError) as exc:
-        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
-                       error_type="parse_error", message=str(exc))
-        return
-    except FileNotFoundError:
-        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
-                       error_type="file_missing", message="the stored file is missing")
-        return
-    except Exception as exc:  # noqa: BLE001 - any parser crash is the file's error, reported in words
-        logger.exception("document %s: parser crashed", document_id)
-        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
-                       error_type="parse_error", message=f"could not read the file: {exc}",
-                       error_traceback=traceback.format_exc())
-        return
-    if not drafts:
-        _document_fail(document_id=document_id, job_id=job_id, generation=generation,
-                       error_type="no_content", message="no extractable text: the file has nothing to index")
-        return
-    _store_chunks_and_dispatch(document=document, job_id=job_id, generation=generation,
-                               drafts=drafts, title=parsed.title, metadata=parsed.metadata)
+    logger.error("document %s: parser crashed", document_id, exc_info=exc)
+    return _ParseFailed("parse_error", f"could not read the file: {exc}", "".join(traceback.format_exception(exc)))
 
 
-def _store_chunks_and_dispatch(*, document: Document, job_id: int, generation: int, drafts, title, metadata) -> None:
-    chord_id = str(uuid.uuid4())
-    model_id = document.project.embedding_model
+# While a run stores its chunks, the previous run's still hold positions 0, 1,
+# 2, ... (unique per document, checked row by row): the new ones are written
+# this far above them and moved down once the old ones are gone.
+NEW_CHUNKS_OFFSET = 1_000_000_000
+
+
+def _store_chunks_and_dispatch(
+    *, document: Document, job_id: int, drafts: Iterator[ChunkDraft], parsed: ParsedDocument
+) -> None:
+    """Insert the drafts batch by batch as they are produced; then, if the run
+    is still the document's live one, replace the previous run's chunks and
+    dispatch the embedding of the new ones, else drop everything.
+
+    The job and document rows are locked only once the file is read, so a
+    cancel never waits for a long parse (the chunks' foreign key to the
+    document is checked at commit, not at insert)."""
     with transaction.atomic():
+        replacing = Chunk.objects.filter(document_id=document.id).exists()
+        try:
+            chunk_ids = _insert_drafts(
+                document_id=document.id, drafts=drafts, position_offset=NEW_CHUNKS_OFFSET if replacing else 0
+            )
+        except SoftTimeLimitExceeded as exc:
+            # The time limit can strike while a batch is being stored, outside
+            # the drafts' own error handling.
+            raise _parse_failure(exc, document_id=document.id) from exc
+        if not chunk_ids:
+            raise _ParseFailed("no_content", "no extractable text: the file has nothing to index")
         _, locked = lock_job_and_document(document_id=document.id, job_id=job_id)
-        if locked is None or locked.generation != generation:
+        if locked is None or locked.generation != document.generation:
             logger.info("document %s: generation moved during parsing; results dropped", document.id)
+            transaction.set_rollback(True)
             return
-        kept = {
-            chunk.content_sha256: chunk
-            for chunk in Chunk.objects.filter(
-                document=document, status=ChunkStatus.READY, embedding_model=model_id
-            ).only("id", "content_sha256")
-        }
+        replaced = (
+            _replace_previous_chunks(document_id=document.id, model_id=locked.project.embedding_model)
+            if replacing
+            else set()
+        )
+        _finish_parsing(document=locked, job_id=job_id, chunk_ids=chunk_ids, replaced=replaced, parsed=parsed)
+
+
+def _insert_drafts(*, document_id: int, drafts: Iterable[ChunkDraft], position_offset: int) -> list[int]:
+    """Store the drafts as `pending` chunks, INSERT_BATCH_SIZE at a time as
+    they are produced, at their position plus `position_offset`; returns the
+    chunks' ids in order. Only one batch of drafts is held at a time."""
+    chunk_ids: list[int] = []
+    for batch in _batches(drafts, INSERT_BATCH_SIZE):
         now = timezone.now()
-        keep_ids: dict[int, tuple[int, dict]] = {}
-        new_chunks: list[Chunk] = []
-        for draft in drafts:
-            sha = hashlib.sha256(draft.content.encode("utf-8")).hexdigest()
-            reusable = kept.pop(sha, None)
-            if reusable is not None:
-                keep_ids[reusable.id] = (draft.position, draft.structure)
-                continue
-            new_chunks.append(
+        chunks = Chunk.objects.bulk_create(
+            [
                 Chunk(
-                    document=document,
-                    position=draft.position,
+                    document_id=document_id,
+                    position=position_offset + draft.position,
                     content=draft.content,
-                    content_sha256=sha,
+                    content_sha256=hashlib.sha256(draft.content.encode("utf-8")).hexdigest(),
                     token_count=draft.token_count,
                     structure=draft.structure,
                     status=ChunkStatus.PENDING,
                     dispatched_at=now,
                 )
-            )
-        Chunk.objects.filter(document=document).exclude(id__in=keep_ids).delete()
-        if keep_ids:
-            _reposition(keep_ids)
-        Chunk.objects.bulk_create(new_chunks, batch_size=INSERT_BATCH_SIZE)
-        locked.parsing_finished_at = now
-        locked.metadata = {**locked.metadata, **({"title": title} if title else {}), **(metadata or {})}
-        locked.save(update_fields=["parsing_finished_at", "metadata", "updated_at"])
-        job_services.job_set_progress(
-            job_id=job_id,
-            percentage=10,
-            message=f"embedding 0/{len(new_chunks)} chunks ({len(keep_ids)} unchanged)",
-            chunks_created=len(drafts),
+                for draft in batch
+            ]
         )
-        job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
-        new_ids = [chunk.id for chunk in new_chunks]
-        if new_ids:
-            transaction.on_commit(
-                lambda: dispatch_chord(chunk_ids=new_ids, document_id=document.id, generation=generation,
-                                       chord_id=chord_id)
-            )
-        else:
-            # Nothing to embed (an unchanged reindex): finish now.
-            transaction.on_commit(lambda: document_finalize(document_id=document.id, generation=generation))
+        chunk_ids.extend(chunk.id for chunk in chunks)
+    return chunk_ids
 
 
-def _reposition(keep: dict[int, tuple[int, dict]]) -> None:
-    """Give kept chunks their new positions without tripping the unique
-    (document, position) constraint mid-update."""
-    offset = 1_000_000_000
-    chunks = list(Chunk.objects.filter(id__in=keep))
-    for chunk in chunks:
-        chunk.position = offset + keep[chunk.id][0]
-    Chunk.objects.bulk_update(chunks, ["position"], batch_size=INSERT_BATCH_SIZE)
-    for chunk in chunks:
-        chunk.position, chunk.structure = keep[chunk.id]
-    Chunk.objects.bulk_update(chunks, ["position", "structure"], batch_size=INSERT_BATCH_SIZE)
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+# Pairs each chunk of the previous run that can be kept (ready, embedded by
+# the project's model) with the first new chunk of the same text, deletes
+# that new chunk and gives its position and structure to the kept one. The
+# UPDATE reads each pair from the DELETE's output, so the new chunk is gone
+# before the kept one takes its position.
+_KEEP_UNCHANGED_SQL = """
+WITH reusable AS (
+    SELECT DISTINCT ON (content_sha256) id, content_sha256
+      FROM documents_chunk
+     WHERE document_id = %(document_id)s AND position < %(offset)s
+       AND status = 'ready' AND embedding_model = %(model_id)s
+     ORDER BY content_sha256, position
+), first_new AS (
+    SELECT DISTINCT ON (content_sha256) id, content_sha256
+      FROM documents_chunk
+     WHERE document_id = %(document_id)s AND position >= %(offset)s
+     ORDER BY content_sha256, position
+), replaced AS (
+    DELETE FROM documents_chunk AS new
+     USING reusable JOIN first_new USING (content_sha256)
+     WHERE new.id = first_new.id
+    RETURNING new.id AS new_id, reusable.id AS kept_id, new.position, new.structure
+)
+UPDATE documents_chunk AS kept
+   SET position = replaced.position, structure = replaced.structure
+  FROM replaced
+ WHERE kept.id = replaced.kept_id
+RETURNING replaced.new_id
+"""
+
+
+def _replace_previous_chunks(*, document_id: int, model_id: str) -> set[int]:
+    """Keep the previous run's unchanged chunks in place of the new chunks
+    with the same text, delete the rest of the previous run and move the
+    chunks down to positions 0, 1, 2, .... Returns the ids of the new chunks
+    that kept ones replaced."""
+    with connection.cursor() as cursor:
+        cursor.execute(_KEEP_UNCHANGED_SQL, {"document_id": document_id, "offset": NEW_CHUNKS_OFFSET,
+                                             "model_id": model_id})
+        replaced = {new_id for (new_id,) in cursor.fetchall()}
+    Chunk.objects.filter(document_id=document_id, position__lt=NEW_CHUNKS_OFFSET).delete()
+    Chunk.objects.filter(document_id=document_id).update(position=F("position") - NEW_CHUNKS_OFFSET)
+    return replaced
+
+
+def _finish_parsing(
+    *, document: Document, job_id: int, chunk_ids: list[int], replaced: set[int], parsed: ParsedDocument
+) -> None:
+    """Record the parse on the (locked) document and its job, and dispatch the
+    embedding of the chunks that need it once the transaction commits."""
+    document.parsing_finished_at = timezone.now()
+    document.metadata = {**document.metadata, **({"title": parsed.title} if parsed.title else {}),
+                         **(parsed.metadata or {})}
+    document.save(update_fields=["parsing_finished_at", "metadata", "updated_at"])
+    to_embed = [chunk_id for chunk_id in chunk_ids if chunk_id not in replaced]
+    job_services.job_set_progress(
+        job_id=job_id,
+        percentage=10,
+        message=f"embedding 0/{len(to_embed)} chunks ({len(replaced)} unchanged)",
+        chunks_created=len(chunk_ids),
+    )
+    chord_id = str(uuid.uuid4())
+    job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
+    document_id, generation = document.id, document.generation
+    if to_embed:
+        transaction.on_commit(
+            lambda: dispatch_chord(chunk_ids=to_embed, document_id=document_id, generation=generation,
+                                   chord_id=chord_id)
+        )
+    else:
+        # Nothing to embed (an unchanged reindex): finish now.
+        transaction.on_commit(lambda: document_finalize(document_id=document_id, generation=generation))
 
 
 def dispatch_chord(*, chunk_ids: list[int], document_id: int, generation: int, chord_id: str) -> None:
-    """One embed_chunk task per chunk; finalize_document runs when all return."""
-    header = [signature("documents.embed_chunk", args=[chunk_id]) for chunk_id in chunk_ids]
+    """One embed_chunk task per chunk; finalize_document (task id `chord_id`)
+    runs when all have returned.
+
+    A Celery chord, sent as celery.chord sends one to the Redis result
+    backend (every task carries the callback, its group and its index; the
+    backend counts returns up to the chord size), but task by task:
+    celery.chord holds a signature, a result and a result subscription per
+    task in this process, which the ingest worker never frees."""
+    group_id = str(uuid.uuid4())
     callback = signature("documents.finalize_document", args=[document_id, generation], immutable=True)
-    chord(header)(callback.set(task_id=chord_id))
+    callback.set(task_id=chord_id)
+    current_app.backend.set_chord_size(group_id, len(chunk_ids))
+    with current_app.producer_or_acquire() as producer:
+        for index, chunk_id in enumerate(chunk_ids):
+            signature("documents.embed_chunk", args=[chunk_id]).apply_async(
+                producer=producer, add_to_parent=False, chord=callback, group_id=group_id, group_index=index
+            )
     events.mark_dispatched(document_id=document_id, generation=generation)
 
 
@@ -553,14 +676,14 @@ class ClaimedChunk:
     cached_truncated: bool | None = None
 
 
-# One statement claims the chunk and brings along everything its embedding
+# One statement claims chunks and brings along everything their embedding
 # needs: the project's model, the run's size and any cached vector.
 _CLAIM_SQL = """
 UPDATE documents_chunk AS c
    SET status = 'processing', attempts = c.attempts + 1, claimed_at = now(),
        lease_expires_at = now() + make_interval(secs => %s), updated_at = now()
   FROM documents_document AS d JOIN documents_project AS p ON p.id = d.project_id
- WHERE c.id = %s AND c.status = 'pending' AND d.id = c.document_id AND d.status = 'indexing'
+ WHERE c.id = ANY(%s) AND c.status = 'pending' AND d.id = c.document_id AND d.status = 'indexing'
 RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_id, d.generation,
           d.current_job_id, p.embedder, p.embedding_model, p.embedding_dimensions,
           (SELECT j.chunks_created FROM jobs_job j WHERE j.id = d.current_job_id),
@@ -571,14 +694,24 @@ RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_
 """
 
 
+def _claim_many(chunk_ids: list[int]) -> list[ClaimedChunk | None]:
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [settings.MIRAGE_CHUNK_LEASE_SECONDS, list(set(chunk_ids))])
+        claimed = {row[0]: ClaimedChunk(*row) for row in cursor.fetchall()}
+    # A chunk asked for twice (a redelivered task) is claimed once.
+    return [claimed.pop(chunk_id, None) for chunk_id in chunk_ids]
+
+
+# A worker's concurrent embed tasks claim, and store, in one statement each.
+_claims = Coalescer(_claim_many, max_batch=64)
+
+
 def chunk_claim(*, chunk_id: int) -> ClaimedChunk | None:
     """Take a pending chunk of an indexing document for this worker. Returns
     None when there is nothing to do (already final, claimed elsewhere, or the
-    run was cancelled)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [settings.MIRAGE_CHUNK_LEASE_SECONDS, chunk_id])
-        row = cursor.fetchone()
-    return ClaimedChunk(*row) if row else None
+    run was cancelled). Runs in autocommit, possibly on another task's
+    thread together with its claim."""
+    return _claims.submit(chunk_id)
 
 
 def _chunk_write(claim: ClaimedChunk, **fields) -> bool:
@@ -590,22 +723,61 @@ def _chunk_write(claim: ClaimedChunk, **fields) -> bool:
     )
 
 
-# Stores the vector under the claimed attempt and, in the same statement,
-# fills the embedding cache when the vector came from the provider.
+# Stores vectors under their claimed attempts and, in the same statement,
+# fills the embedding cache with those that came from the provider.
 _STORE_SQL = """
-WITH stored AS (
-    UPDATE documents_chunk
-       SET status = %(status)s, embedding = %(vector)s::vector, embedding_model = %(model)s,
-           error = %(error)s, lease_expires_at = NULL, updated_at = now()
-     WHERE id = %(id)s AND status = 'processing' AND attempts = %(attempts)s
- RETURNING id
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[], %(vectors)s::text[],
+                         %(errors)s::text[], %(models)s::text[], %(shas)s::text[], %(truncated)s::bool[],
+                         %(fill_cache)s::bool[])
+        AS i(id, attempts, status, vector, error, model, sha, truncated, fill_cache)
+), stored AS (
+    UPDATE documents_chunk AS c
+       SET status = i.status, embedding = i.vector::vector, embedding_model = i.model,
+           error = i.error, lease_expires_at = NULL, updated_at = now()
+      FROM input AS i
+     WHERE c.id = i.id AND c.status = 'processing' AND c.attempts = i.attempts
+ RETURNING c.id
 ), cached AS (
     INSERT INTO documents_embeddingcacheentry (model_id, text_sha256, embedding, truncated, created_at)
-    SELECT %(model)s, %(sha)s, %(vector)s::vector, %(truncated)s, now() FROM stored WHERE %(fill_cache)s
+    SELECT DISTINCT ON (i.model, i.sha) i.model, i.sha, i.vector::vector, i.truncated, now()
+      FROM input AS i JOIN stored ON stored.id = i.id
+     WHERE i.fill_cache
     ON CONFLICT (model_id, text_sha256) DO NOTHING
 )
-SELECT count(*) FROM stored
+SELECT id FROM stored
 """
+
+
+@dataclass(frozen=True)
+class _Vector:
+    claim: ClaimedChunk
+    literal: str
+    truncated: bool
+    fill_cache: bool
+
+
+def _store_many(items: list[_Vector]) -> list[bool]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _STORE_SQL,
+            {
+                "ids": [item.claim.id for item in items],
+                "attempts": [item.claim.attempts for item in items],
+                "statuses": [ChunkStatus.CORRUPTED if item.truncated else ChunkStatus.READY for item in items],
+                "vectors": [item.literal for item in items],
+                "errors": ["input was truncated by the embedding model" if item.truncated else "" for item in items],
+                "models": [item.claim.embedding_model for item in items],
+                "shas": [item.claim.content_sha256 for item in items],
+                "truncated": [item.truncated for item in items],
+                "fill_cache": [item.fill_cache for item in items],
+            },
+        )
+        stored = {row[0] for row in cursor.fetchall()}
+    return [item.claim.id in stored for item in items]
+
+
+_stores = Coalescer(_store_many, max_batch=64)
 
 
 def chunk_mark_embedded(
@@ -618,22 +790,7 @@ def chunk_mark_embedded(
             f"provider returned a {len(vector)}-dimensional vector; the project expects "
             f"{claim.embedding_dimensions}"
         )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _STORE_SQL,
-            {
-                "status": ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY,
-                "vector": vectorindex.vector_literal(vector),
-                "model": claim.embedding_model,
-                "error": "input was truncated by the embedding model" if truncated else "",
-                "id": claim.id,
-                "attempts": claim.attempts,
-                "sha": claim.content_sha256,
-                "truncated": truncated,
-                "fill_cache": fill_cache,
-            },
-        )
-        return cursor.fetchone()[0] == 1
+    return _stores.submit(_Vector(claim, vectorindex.vector_literal(vector), truncated, fill_cache))
 
 
 def chunk_mark_failed(*, claim: ClaimedChunk, reason: str) -> bool:
@@ -845,8 +1002,13 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
         stale = Chunk.objects.select_for_update(skip_locked=True).filter(
             status=ChunkStatus.PENDING, document__status=DocStatus.INDEXING
         )
+        # A run's chunks are sent when its parse commits (parsing_finished_at),
+        # which for a long file is well after they were inserted.
+        sent_over_a_lease_ago = stale.filter(
+            dispatched_at__lt=now - lease, document__parsing_finished_at__lt=now - lease
+        )
         pending = list(
-            stale.filter(dispatched_at__lt=now - lease).values_list("id", flat=True)[:limit]
+            sent_over_a_lease_ago.values_list("id", flat=True)[:limit]
         ) + list(stale.filter(document_id__in=[doc_id for doc_id, _ in lost_documents]).values_list("id", flat=True)[:limit])
         pending = sorted(set(pending))
         Chunk.objects.filter(id__in=pending).update(dispatched_at=now)

@@ -8,7 +8,7 @@ recurses."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +64,16 @@ def parse_text(text: str, *, filename: str, metadata: dict | None = None) -> Par
     `title`, else the first level-1 heading, else the file name."""
     lines = normalise_text(text).split("\n")
     front_matter, body_start = _front_matter(lines)
-    blocks = list(_scan(lines, body_start))
-    title = front_matter.get("title") or _first_h1(blocks) or title_from_filename(filename)
+    # The lines are scanned again for the sections rather than kept as
+    # blocks: a second copy of the whole text.
+    title = front_matter.get("title") or _first_h1(_scan(lines, body_start)) or title_from_filename(filename)
     metadata = dict(metadata or {})
     if front_matter:
         metadata["front_matter"] = front_matter
     return ParsedDocument(
         file_type="markdown",
         title=title,
-        sections=_sections(blocks, title),
+        sections=_sections(_scan(lines, body_start), title),
         metadata=metadata,
     )
 
@@ -100,7 +101,7 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _first_h1(blocks: list[_Heading | _Body]) -> str | None:
+def _first_h1(blocks: Iterable[_Heading | _Body]) -> str | None:
     for block in blocks:
         if isinstance(block, _Heading) and block.level == 1 and block.text:
             return block.text[:MAX_TITLE_CHARS]
@@ -239,7 +240,7 @@ def _heading_text(raw: str) -> str:
     return text[:MAX_TITLE_CHARS]
 
 
-def _sections(blocks: list[_Heading | _Body], title: str) -> Iterator[Section]:
+def _sections(blocks: Iterable[_Heading | _Body], title: str) -> Iterator[Section]:
     heading_stack: list[_Heading] = []
 
     def structure() -> dict:

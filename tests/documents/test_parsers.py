@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from documents.parsers import (
     parse_file,
 )
 from documents.parsers import markdown as markdown_parser
+from documents.parsers import text as text_parser
 from documents.parsers.html import parse_text as parse_html_text
 from documents.parsers.pdf import ENCRYPTED_MESSAGE, NO_TEXT_MESSAGE
 from documents.parsers.text import decode_text
@@ -276,6 +278,42 @@ def test_megabyte_single_line_text_parses_quickly(tmp_path):
     sections = sections_of(parse_file(path, "line.txt"))
     assert time.perf_counter() - started < 2
     assert len(sections) == 1 and sections[0].text.endswith("x" * 10)
+
+
+BLOCK_BOUNDARY_CASES = [
+    b"Title line\r\n\r\nfirst \xc3\xa9t\xc3\xa9\r\nsecond\r\r\n\r\n  \t\n\n\nlast\r",
+    b"a\r\x00\nb\n \t\x0b\n\x00\nc\xe2\x82\xac d" + b" and ordinary text" * 16 + b"\n\n\n",
+    "Grüße\r\n\r\nzwei 中文\n\n\n\ndrei".encode("utf-16"),
+    b"\xef\xbb\xbfcaf\xe9 \x80 ok\n\nnext \xe2\x82",
+    b"caf\xe9 au lait\r\n\r\ncr\xe8me",
+]
+
+
+@pytest.mark.parametrize("data", BLOCK_BOUNDARY_CASES)
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 5])
+def test_text_read_in_small_blocks_parses_as_read_whole(tmp_path, monkeypatch, data, block_bytes):
+    path = write(tmp_path, "blocks.txt", data)
+    whole = parse_file(path, "blocks.txt")
+    expected = (whole.title, whole.metadata, sections_of(whole), decode_text(data))
+
+    monkeypatch.setattr(text_parser, "READ_BLOCK_BYTES", block_bytes)
+    in_blocks = parse_file(path, "blocks.txt")
+
+    assert (in_blocks.title, in_blocks.metadata, sections_of(in_blocks), decode_text(data)) == expected
+
+
+def test_large_text_file_is_read_without_holding_it(tmp_path):
+    paragraph = " ".join(["word"] * 150) + "\n\n"
+    path = write(tmp_path, "large.txt", paragraph * (16 * 1024 * 1024 // len(paragraph)))
+    tracemalloc.start()
+    try:
+        sections = sum(1 for _ in parse_file(path, "large.txt").sections)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sections == 16 * 1024 * 1024 // len(paragraph)
+    # A block of bytes and its text, not the 16 MB file twice.
+    assert peak < 8 * 1024 * 1024
 
 
 # --- markdown --------------------------------------------------------------

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from documents import invariants, services
+from documents import events, invariants, services
 from documents.models import Chunk, Document
 from jobs.models import Job
 from tests.support.factories import make_project, markdown_document, submit_bytes
@@ -110,6 +110,18 @@ def test_pending_chunks_whose_messages_were_lost_are_dispatched_again(published,
     published.clear()
     with django_capture_on_commit_callbacks(execute=True):
         assert services.chunks_redispatch_stuck()["pending_lost"] == 0
+
+
+def test_chunks_inserted_early_in_a_long_parse_are_not_sent_again_when_it_commits(settings):
+    document, _ = indexing_document(["pending", "pending"])
+    events.mark_dispatched(document_id=document.id, generation=document.generation)
+    lease = timedelta(seconds=settings.MIRAGE_CHUNK_LEASE_SECONDS)
+    # Inserted at the start of the parse, sent when it committed just now.
+    Chunk.objects.filter(document=document).update(dispatched_at=timezone.now() - 10 * lease)
+    assert services.chunks_redispatch_stuck()["pending_lost"] == 0
+
+    Document.objects.filter(id=document.id).update(parsing_finished_at=timezone.now() - 2 * lease)
+    assert services.chunks_redispatch_stuck()["pending_lost"] == 2
 
 
 def test_pending_document_without_a_live_job_is_failed_with_a_reason():

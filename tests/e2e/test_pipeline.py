@@ -105,6 +105,19 @@ def test_a_vector_of_the_wrong_dimension_is_refused_never_stored(worker):
     assert Job.objects.get(id=submission.job.id).status == "failed"
 
 
+def test_the_document_is_finalized_by_the_callback_of_its_embedding_chord(worker):
+    from celery.result import AsyncResult
+
+    project = make_project()
+    submission = submit_bytes(project, markdown_document(sections=3), "chord.md")
+    assert wait_final(submission.document).status == "ready"
+
+    # The reconciler would also finalize a document whose callback never
+    # came: the callback's own result shows that the chord fired it.
+    chord_id = Job.objects.get(id=submission.job.id).celery_chord_id
+    wait_until(lambda: AsyncResult(chord_id).state == "SUCCESS", timeout=30, message="chord callback ran")
+
+
 def test_text_shared_by_two_documents_is_embedded_once(worker):
     from tests.support import embedders
 
