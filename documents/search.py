@@ -48,24 +48,20 @@ def semantic(*, project: Project, vector, k: int) -> list[SearchHit]:
     return semantic_ann(project=project, vector=vector, k=k)
 
 
-# The project's rows that carry a vector of its model.
-_PROJECT_VECTORS = """
-      FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
-     WHERE c.embedding_model = %(model)s AND vector_dims(c.embedding) = {dims}
-       AND d.project_id = %(project)s
-       AND c.status IN ('ready', 'corrupted')
-"""
-
+# The project's documents, listed first so that the planner reaches their
+# chunks through the chunk table's document index rather than scanning it.
+_PROJECT_DOCUMENTS = "project_documents AS MATERIALIZED (SELECT id FROM documents_document WHERE project_id = %(project)s)"
 
 def _searchable_chunks_at_most(project: Project, limit: int) -> bool:
     """Whether the project holds at most `limit` searchable chunks, counted
     through the (document, status) index and never past `limit` + 1."""
     if limit <= 0:
         return False
-    sql = """
+    sql = f"""
+        WITH {_PROJECT_DOCUMENTS}
         SELECT count(*) FROM (
-            SELECT 1 FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
-             WHERE d.project_id = %(project)s AND c.status IN ('ready', 'corrupted')
+            SELECT 1 FROM project_documents pd JOIN documents_chunk c ON c.document_id = pd.id
+             WHERE c.status IN ('ready', 'corrupted')
              LIMIT %(limit)s
         ) AS bounded
     """
@@ -85,9 +81,18 @@ def semantic_exact(*, project: Project, vector, k: int) -> list[SearchHit]:
     k best rows are read in full."""
     dims, params = _vector_params(project, vector, k)
     sql = f"""
-        WITH scored AS MATERIALIZED (
+        WITH {_PROJECT_DOCUMENTS}, scored AS MATERIALIZED (
+            -- Document by document (LATERAL, kept apart by OFFSET 0): each
+            -- document's chunks come through the chunk table's document
+            -- index. Joined plainly, the planner cannot tell a small
+            -- project's documents from large ones' and scans the table.
             SELECT c.id, c.embedding::vector({dims}) <=> %(q)s::vector({dims}) AS distance
-            {_PROJECT_VECTORS.format(dims=dims)}
+              FROM project_documents pd CROSS JOIN LATERAL (
+                   SELECT id, embedding FROM documents_chunk
+                    WHERE document_id = pd.id AND status IN ('ready', 'corrupted')
+                      AND embedding_model = %(model)s AND vector_dims(embedding) = {dims}
+                   OFFSET 0
+              ) AS c
         ), nearest AS (
             SELECT id, distance FROM scored ORDER BY distance, id LIMIT %(k)s
         )
@@ -109,7 +114,10 @@ def semantic_ann(*, project: Project, vector, k: int) -> list[SearchHit]:
     sql = f"""
         WITH nearest AS MATERIALIZED (
             SELECT {_COLUMNS}, c.embedding::vector({dims}) <=> %(q)s::vector({dims}) AS distance
-            {_PROJECT_VECTORS.format(dims=dims)}
+              FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id
+             WHERE c.embedding_model = %(model)s AND vector_dims(c.embedding) = {dims}
+               AND d.project_id = %(project)s
+               AND c.status IN ('ready', 'corrupted')
              ORDER BY c.embedding::vector({dims}) <=> %(q)s::vector({dims})
              LIMIT %(k)s
         )

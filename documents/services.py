@@ -597,9 +597,11 @@ def dispatch_chord(*, chunk_ids: list[int], document_id: int, generation: int, c
 
 
 def dispatch_chunks(chunk_ids: list[int]) -> None:
-    """Send embed_chunk tasks outside any chord (reconciler re-dispatch)."""
-    for chunk_id in chunk_ids:
-        signature("documents.embed_chunk", args=[chunk_id]).apply_async()
+    """Send embed_chunk tasks outside any chord (reconciler re-dispatch), on
+    one producer."""
+    with current_app.producer_or_acquire() as producer:
+        for chunk_id in chunk_ids:
+            signature("documents.embed_chunk", args=[chunk_id]).apply_async(producer=producer)
 
 
 def _document_fail(
@@ -1029,13 +1031,18 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
 def documents_finalize_settled() -> list[int]:
     """Finalize `indexing` documents whose chunks are all final (the chord
     callback was lost)."""
-    finalized = []
-    candidates = Document.objects.filter(status=DocStatus.INDEXING, parsing_finished_at__isnull=False).values_list(
-        "id", flat=True
+    candidates = Document.objects.filter(status=DocStatus.INDEXING, parsing_finished_at__isnull=False)
+    counts: dict[int, dict[str, int]] = {document_id: {} for document_id in candidates.values_list("id", flat=True)}
+    rows = (
+        Chunk.objects.filter(document__in=candidates).values("document_id", "status").annotate(n=Count("id"))
+        if counts
+        else []
     )
-    for document_id in candidates:
-        counts = document_chunk_counts(document_id)
-        if derive_document_status(counts) != DocStatus.INDEXING:
+    for row in rows:
+        counts.setdefault(row["document_id"], {})[row["status"]] = row["n"]
+    finalized = []
+    for document_id, document_counts in counts.items():
+        if derive_document_status(document_counts) != DocStatus.INDEXING:
             status = document_finalize(document_id=document_id)
             if status:
                 logger.warning("reconcile: finalized document %s as %s (its chord callback was lost)", document_id, status)
