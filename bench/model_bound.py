@@ -50,7 +50,7 @@ def document_with_chunks(target: int) -> tuple[bytes, int]:
 
 
 def batcher_stats(node: str) -> dict:
-    return coalescing_stats(node).get("sentence-transformers/all-MiniLM-L6-v2", {"batches": 0, "texts": 0})
+    return coalescing_stats(node).get("sentence-transformers/all-MiniLM-L6-v2", {"batches": 0, "items": 0})
 
 
 def load_model():
@@ -97,7 +97,7 @@ def run_pipeline(*, content: bytes, concurrency: int, label: str) -> tuple[data.
         after = batcher_stats(embed_node)
     if times.status not in ("ready", "partial"):
         raise RuntimeError(f"document ended {times.status}")
-    batches, texts = after["batches"] - before["batches"], after["texts"] - before["texts"]
+    batches, texts = after["batches"] - before["batches"], after["items"] - before["items"]
     say(f"    {times.from_dispatch:.1f} s from end of parse to final ({times.chunks / times.from_dispatch:.1f} "
         f"chunks/s); {batches} model calls for {texts} texts")
     return times, batches, texts

@@ -97,7 +97,7 @@ def per_operation(before: dict, after: dict) -> str:
     parts = []
     for name, counts in after.items():
         batches = counts["batches"] - before.get(name, {}).get("batches", 0)
-        items = counts["texts"] - before.get(name, {}).get("texts", 0)
+        items = counts["items"] - before.get(name, {}).get("items", 0)
         if batches:
             parts.append(f"{name} {items / batches:.1f} ({items} in {batches})")
     return ", ".join(parts) or "none reported"

@@ -1,5 +1,5 @@
 """Loaded into benchmark workers with `--include`: the no-op chord's tasks,
-and a remote-control command that reads the embed worker's micro-batcher
+and a remote-control command that reads the embed worker's coalescer
 counters without adding anything to the measured tasks."""
 from __future__ import annotations
 
@@ -23,15 +23,12 @@ def noop_callback() -> float:
 
 @control_command()
 def bench_batcher_stats(state) -> dict:
-    """Batches and texts of each micro-batcher in this worker process (the
-    threads pool shares one process)."""
+    """Batches and items of each coalescer in this worker process (the
+    threads pool shares one process): model calls, claim and store
+    statements."""
     from documents import services
     from documents.embeddings import registry
 
-    stats = {
-        batcher.embedder.model_id: {"batches": batcher.batches, "texts": batcher.texts}
-        for batcher in list(registry._batchers.values())
-    }
-    stats["claim statements"] = {"batches": services._claims.batches, "texts": services._claims.items}
-    stats["store statements"] = {"batches": services._stores.batches, "texts": services._stores.items}
-    return stats
+    coalescers = {batcher.embedder.model_id: batcher for batcher in list(registry._batchers.values())}
+    coalescers |= {"claim statements": services._claims, "store statements": services._stores}
+    return {name: {"batches": each.batches, "items": each.items} for name, each in coalescers.items()}

@@ -70,10 +70,6 @@ class MicroBatcher(Coalescer[str, Embedding]):
         self.max_wait_seconds = max_wait_seconds
         _batchers.add(self)
 
-    @property
-    def texts(self) -> int:
-        return self.items
-
     def embed(self, text: str) -> Embedding:
         """Embed one text, batched with whatever else arrives meanwhile.
         Raises what the provider raised for this text."""

@@ -36,6 +36,17 @@ def texts_for(project_tag: str, count: int) -> list[str]:
     return [f"{TOPICS[i % len(TOPICS)]} note {i} of {project_tag} " + " ".join(TOPICS[: i % 4]) for i in range(count)]
 
 
+def query_vector(text: str):
+    return HashEmbedder().embed_batch([text])[0].vector
+
+
+def semantic_statements(project, text: str) -> list[str]:
+    """The SQL that one semantic search sends."""
+    with CaptureQueriesContext(connection) as captured:
+        search.semantic(project=project, vector=query_vector(text), k=3)
+    return [entry["sql"] for entry in captured.captured_queries]
+
+
 def cosine(a, b) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
@@ -61,7 +72,7 @@ def two_projects():
 def test_finds_the_projects_own_nearest_chunks(two_projects, settings, exact_max):
     settings.MIRAGE_EXACT_SEARCH_MAX_CHUNKS = exact_max
     mine, _ = two_projects
-    vector = HashEmbedder().embed_batch(["rivers and fish"])[0].vector
+    vector = query_vector("rivers and fish")
 
     hits = search.semantic(project=mine, vector=vector, k=5)
 
@@ -77,10 +88,7 @@ def test_finds_the_projects_own_nearest_chunks(two_projects, settings, exact_max
 def test_a_small_project_is_searched_without_the_hnsw_index(two_projects, settings):
     settings.MIRAGE_EXACT_SEARCH_MAX_CHUNKS = 100
     mine, _ = two_projects
-    vector = HashEmbedder().embed_batch(["bread baking"])[0].vector
-    with CaptureQueriesContext(connection) as captured:
-        search.semantic(project=mine, vector=vector, k=3)
-    query = next(entry["sql"] for entry in captured.captured_queries if "<=>" in entry["sql"])
+    query = next(sql for sql in semantic_statements(mine, "bread baking") if "<=>" in sql)
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + query)
         plan = "\n".join(row[0] for row in cursor.fetchall())
@@ -90,10 +98,7 @@ def test_a_small_project_is_searched_without_the_hnsw_index(two_projects, settin
 def test_a_project_above_the_limit_goes_through_the_index(two_projects, settings):
     settings.MIRAGE_EXACT_SEARCH_MAX_CHUNKS = 39
     mine, _ = two_projects
-    vector = HashEmbedder().embed_batch(["bread baking"])[0].vector
-    with CaptureQueriesContext(connection) as captured:
-        search.semantic(project=mine, vector=vector, k=3)
-    assert any("hnsw.iterative_scan" in entry["sql"] for entry in captured.captured_queries)
+    assert any("hnsw.iterative_scan" in sql for sql in semantic_statements(mine, "bread baking"))
 
 
 def test_the_size_check_counts_searchable_chunks_only(two_projects):
