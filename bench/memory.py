@@ -59,12 +59,13 @@ def generate_text(path, megabytes: int) -> None:
 
 def insert_rates(count: int) -> tuple[float, float]:
     """Chunks per second of Chunk.objects.bulk_create (the parse path, in
-    batches of services.INSERT_BATCH_SIZE) and of COPY, on the same rows."""
+    batches of parsing.INSERT_BATCH_SIZE) and of COPY, on the same rows."""
     from django.db import transaction
     from django.utils import timezone
 
     from documents import services
     from documents.models import Chunk, Document
+    from documents.services import parsing
 
     project = services.project_create(name="bulk-insert", embedder="hash")
     documents = Document.objects.bulk_create(
@@ -83,7 +84,7 @@ def insert_rates(count: int) -> tuple[float, float]:
     ]
     started = time.perf_counter()
     with transaction.atomic():
-        Chunk.objects.bulk_create(chunks, batch_size=services.INSERT_BATCH_SIZE)
+        Chunk.objects.bulk_create(chunks, batch_size=parsing.INSERT_BATCH_SIZE)
     bulk_seconds = time.perf_counter() - started
     rows = [(documents[1].id, chunk.position, chunk.content, chunk.content_sha256, chunk.token_count,
              chunk.structure, "pending", None, "", 0, "", now, now, now) for chunk in chunks]

@@ -70,14 +70,14 @@ def embed_task_profile(content: bytes) -> tuple[int, float]:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from documents import services
+    from documents import jobkinds, services
     from documents.embeddings.hashing import HashEmbedder
     from documents.models import Chunk, Document
     from jobs.models import Job
 
     texts = data.chunk_texts(content, "doc.md", "hash")
     project = services.project_create(name="embed-task-profile", embedder="hash")
-    job = Job.objects.create(kind=Job.Kind.INDEX_DOCUMENT, status=Job.Status.RUNNING, project_id=project.id,
+    job = Job.objects.create(kind=jobkinds.INDEX_DOCUMENT, status=Job.Status.RUNNING, project_id=project.id,
                              started_at=timezone.now(), chunks_created=len(texts))
     document = Document.objects.create(project=project, filename="profile.md", file="bench/profile.md",
                                        file_type="markdown", size_bytes=1, content_sha256="0" * 64,

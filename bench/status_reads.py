@@ -23,13 +23,14 @@ def create_documents(project, count: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
+    from documents import jobkinds
     from documents.models import Document
     from jobs.models import Job
 
     now = timezone.now()
     jobs = Job.objects.bulk_create(
         [
-            Job(kind=Job.Kind.INDEX_DOCUMENT, status=Job.Status.RUNNING, project_id=project.id,
+            Job(kind=jobkinds.INDEX_DOCUMENT, status=Job.Status.RUNNING, project_id=project.id,
                 progress_percentage=50, started_at=now)
             for _ in range(count)
         ]

@@ -26,9 +26,9 @@ def bench_batcher_stats(state) -> dict:
     """Batches and items of each coalescer in this worker process (the
     threads pool shares one process): model calls, claim and store
     statements."""
-    from documents import services
     from documents.embeddings import registry
+    from documents.services import embedding
 
     coalescers = {batcher.embedder.model_id: batcher for batcher in list(registry._batchers.values())}
-    coalescers |= {"claim statements": services._claims, "store statements": services._stores}
+    coalescers |= {"claim statements": embedding._claims, "store statements": embedding._stores}
     return {name: {"batches": each.batches, "items": each.items} for name, each in coalescers.items()}

@@ -19,11 +19,8 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils import timezone
 
-from documents import admin_views, selectors, services
-from documents.embeddings import EmbeddingError, get_embedder
-from documents.models import Chunk, Document, Project
-from jobs import services as job_services
-from jobs.admin import (
+from common import history
+from common.admin_widgets import (
     EMPTY,
     LIVE_MEDIA_CSS,
     LIVE_MEDIA_JS,
@@ -35,6 +32,11 @@ from jobs.admin import (
     live_progress,
     pretty_json,
 )
+from documents import admin_views, selectors, services
+from documents.embeddings import EmbeddingError, get_embedder
+from documents.models import Chunk, Document, Project
+from jobs import registry
+from jobs import services as job_services
 
 CHUNKS_PER_PAGE = 50
 CHUNK_EXCERPT_CHARS = 160
@@ -107,6 +109,7 @@ class ProjectAdmin(admin.ModelAdmin):
             name=form.cleaned_data["name"],
             embedder=form.cleaned_data["embedder"],
             members=list(form.cleaned_data["members"]),
+            actor=history.operator_actor(request.user),
         )
         # The admin goes on with `obj` (messages, redirect, log entry).
         for field in Project._meta.concrete_fields:
@@ -243,12 +246,9 @@ class DocumentAdmin(ReadOnlyModelAdmin):
             ],
             "live_document_url": self.live_url,
             "live_job_url": reverse("admin:jobs_job_progress", current_app=self.admin_site.name),
-            "timeline": [
-                {"field": field, "label": label, "value": display_value(getattr(document, field)),
-                 "elapsed": admin_views.timeline_elapsed(document, field)}
-                for field, label in admin_views.TIMELINE_FIELDS
-            ],
+            "timeline": admin_views.document_timeline(document),
             "job": job,
+            "job_kind_label": registry.label_for(job.kind) if job else "",
             "job_url": reverse("admin:jobs_job_change", args=[job.id], current_app=self.admin_site.name)
             if job else "",
             "flower_links": [
@@ -336,8 +336,8 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         started = 0
         for document in queryset:
             try:
-                start(document=document)
-            except services.DocumentBusy as exc:
+                start(document=document, actor=history.operator_actor(request.user))
+            except (services.DocumentBusy, services.NothingToRetry) as exc:
                 self.message_user(request, f"{document.filename}: {exc}", messages.WARNING)
             else:
                 started += 1
@@ -362,7 +362,8 @@ class DocumentAdmin(ReadOnlyModelAdmin):
                 self.message_user(request, f"{document.filename}: has no job to cancel", messages.WARNING)
                 continue
             try:
-                job_services.job_cancel(job_id=document.current_job_id)
+                job_services.job_cancel(job_id=document.current_job_id, actor=history.operator_actor(request.user),
+                                        reason="cancelled in the admin")
             except job_services.JobAlreadyFinished as exc:
                 self.message_user(request, f"{document.filename}: {exc}", messages.WARNING)
             else:

@@ -10,10 +10,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from common import history
+from common.admin_widgets import display_value, live_ids
 from documents import selectors, services
 from documents.models import Document, Project
 from documents.parsers import UnsupportedFileType
-from jobs.admin import display_value, live_ids
 
 TIMELINE_FIELDS = [
     ("created_at", "Uploaded"),
@@ -24,16 +25,42 @@ TIMELINE_FIELDS = [
 ]
 
 
+TIMELINE_ENTRIES = 200
+
+
+def document_timeline(document: Document) -> list[dict]:
+    """The document's history (common.StatusChange), oldest first: when, how
+    long after the upload, from and to which status, who and why."""
+    from common.api import history_of
+
+    return [
+        {
+            "at": display_value(change.at),
+            "elapsed": _elapsed(document.created_at, change.at),
+            "from_status": change.from_status,
+            "to_status": change.to_status,
+            "actor": change.actor,
+            "reason": change.reason,
+            "job_id": change.job_id,
+        }
+        for change in history_of(entity="document", entity_id=document.id)[:TIMELINE_ENTRIES]
+    ]
+
+
+def _elapsed(start, moment) -> str:
+    seconds = max(0.0, (moment - start).total_seconds())
+    if seconds < 120:
+        return f"+{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"+{minutes} min {seconds} s" if minutes < 120 else f"+{minutes // 60} h {minutes % 60} min"
+
+
 def timeline_elapsed(document: Document, field: str) -> str:
     """How long after the upload a step happened ("+2.4 s"), or "" before it has."""
     moment = getattr(document, field)
     if moment is None or field == "created_at":
         return ""
-    seconds = max(0.0, (moment - document.created_at).total_seconds())
-    if seconds < 120:
-        return f"+{seconds:.1f} s"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"+{minutes} min {seconds} s" if minutes < 120 else f"+{minutes // 60} h {minutes % 60} min"
+    return _elapsed(document.created_at, moment)
 
 
 def document_progress_label(document: Document) -> str:
@@ -91,7 +118,8 @@ def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
         upload = form.cleaned_data["file"]
         try:
             submission = services.document_submit(
-                project=form.cleaned_data["project"], source=upload, filename=upload.name
+                project=form.cleaned_data["project"], source=upload, filename=upload.name,
+                actor=history.operator_actor(request.user),
             )
         except (services.UploadRejected, UnsupportedFileType) as exc:
             form.add_error("file", str(exc))

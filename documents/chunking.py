@@ -3,7 +3,6 @@ Plain Python: sections in, chunk drafts out; no models, no Celery."""
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import unicodedata
 from collections import deque
@@ -360,77 +359,3 @@ def _longest_fitting_suffix(
         else:
             low = middle + 1
     return best
-
-
-# ---------------------------------------------------------------------------
-# Token estimate without a tokenizer.
-
-# CJK ideographs: BERT makes each one a token of its own.
-_IDEOGRAPHS = (
-    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f"
-)
-# An ideograph, a run of letters/digits, or any other visible character
-# (punctuation and symbols, which BERT splits off one by one).
-_ESTIMATE_RUN = re.compile(rf"[{_IDEOGRAPHS}]|[^\W_{_IDEOGRAPHS}]+|\S")
-# camelCase / PDFFile pieces.
-_CASE_PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+")
-_VOWELS = frozenset("aeiouyAEIOUY")
-# Frequent English words that are a single token in any English WordPiece
-# vocabulary (checked against the local model's vocabulary in the tests).
-# Close to half the words of English prose are among them.
-ONE_TOKEN_WORDS = frozenset(
-    """
-    a about after all also an and any are as at be because been before between both but by can could
-    did do does down each first for from had has have he her here him his how however i if in into is
-    it its just like made make many may me might more most much must my new no not now of on one only
-    or other our out over same see she should so some such than that the their them then there these
-    they this those through time to two under up us use used using very was way we were what when
-    where which while who why will with would yes you your
-    """.split()
-)
-
-
-def approx_token_count(text: str) -> int:
-    """A dependency-free token count that errs high, for budgeting when the
-    model's tokenizer is not at hand (it is built against BERT's uncased
-    WordPiece, as used by all-MiniLM-L6-v2; special tokens not included).
-
-    A WordPiece token covers at least one character, so "one token per
-    character" can never be too low; every rule below is that bound except
-    the last:
-    - ideographs, punctuation and symbols: 1 each;
-    - runs with non-ASCII letters: 1 per character after Unicode
-      decomposition (a Hangul syllable becomes 2-3 jamo tokens);
-    - runs with digits, acronyms (all capitals) and runs without a vowel:
-      1 per character;
-    - about a hundred of the most frequent English words (`ONE_TOKEN_WORDS`):
-      1 each;
-    - other ordinary words (lower-case or capitalised, with a vowel;
-      camelCase is cut into such words): ceil(length / 2) + 1. No
-      dictionary-free rule is exact for these, so it is set well above what
-      WordPiece does with real words (of 31,000 distinct words in the test
-      corpus only two random letter strings, such as "zijmkf", exceed it,
-      by one token). Typical prose is over-counted about 2x."""
-    return sum(_estimate_run(match.group()) for match in _ESTIMATE_RUN.finditer(text))
-
-
-def _estimate_run(run: str) -> int:
-    if not run.isascii():
-        return max(1, _decomposed_length(run))
-    if len(run) == 1 or not run.isalpha():
-        return len(run)
-    if run.islower() or run.istitle():
-        return _estimate_word(run)
-    return sum(_estimate_word(part) for part in _CASE_PARTS.findall(run))
-
-
-def _estimate_word(word: str) -> int:
-    if word.lower() in ONE_TOKEN_WORDS and not word.isupper():
-        return 1
-    if len(word) == 1 or word.isupper() or _VOWELS.isdisjoint(word):
-        return len(word)
-    return math.ceil(len(word) / 2) + 1
-
-
-def _decomposed_length(run: str) -> int:
-    return sum(1 for char in unicodedata.normalize("NFD", run) if not unicodedata.combining(char))

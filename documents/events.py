@@ -5,7 +5,7 @@ import logging
 
 import redis
 
-from jobs import events as job_events
+from common import events as common_events
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +27,25 @@ def document_payload(document) -> dict:
 
 
 def publish_document(document) -> None:
-    job_events.publish(project_id=document.project_id, event="document.status", data=document_payload(document))
+    common_events.publish(project_id=document.project_id, event="document.status", data=document_payload(document))
 
 
-def publish_document_id(document_id: int) -> None:
-    from documents.models import Document
+def publish_document_progress(*, document_id: int, counts: dict[str, int]) -> None:
+    """`document.progress`: how far the document's chunks are (its status is
+    unchanged; a change of status is a `document.status` event)."""
+    from documents.models import Chunk, Document
 
-    document = Document.objects.filter(id=document_id).first()
-    if document is not None:
-        publish_document(document)
+    project_id = Document.objects.filter(id=document_id).values_list("project_id", flat=True).first()
+    total = sum(counts.values())
+    processed = sum(counts.get(status, 0) for status in Chunk.FINAL_STATUSES)
+    # 100 is kept for a finished document, announced by its status event.
+    percentage = min(99, 100 * processed // total) if total else 0
+    common_events.publish(
+        project_id=project_id,
+        event="document.progress",
+        data={"id": document_id, "project_id": project_id, "chunks_processed": processed, "chunks_total": total,
+              "progress_percentage": percentage},
+    )
 
 
 def _marker(document_id: int, generation: int) -> str:
@@ -47,7 +57,7 @@ def mark_dispatched(*, document_id: int, generation: int) -> None:
     Redis later loses its data, the marker goes with the messages, and the
     reconciler knows to send them again."""
     try:
-        job_events.client().set(_marker(document_id, generation), 1, ex=DISPATCH_MARKER_TTL_SECONDS)
+        common_events.client().set(_marker(document_id, generation), 1, ex=DISPATCH_MARKER_TTL_SECONDS)
     except redis.RedisError as exc:
         logger.warning("dispatch marker for document %s not written: %s", document_id, exc)
 
@@ -59,7 +69,7 @@ def documents_missing_dispatch_marker(runs) -> list[tuple[int, int]]:
     if not runs:
         return []
     try:
-        pipe = job_events.client().pipeline(transaction=False)
+        pipe = common_events.client().pipeline(transaction=False)
         for document_id, generation in runs:
             pipe.exists(_marker(document_id, generation))
         found = pipe.execute()

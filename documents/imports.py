@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
+from common import history
+from documents import jobkinds
 from documents.models import Project
 from documents.parsers import ParseError
 from jobs import services as job_services
@@ -56,14 +59,19 @@ def validate_import_path(raw: str) -> Path:
     return resolved
 
 
-def import_start(*, project: Project, path: str) -> Job:
+def import_start(*, project: Project, path: str, actor: str = history.SYSTEM) -> Job:
     directory = validate_import_path(path)
-    return job_services.job_create(
-        kind=Job.Kind.IMPORT_DIRECTORY,
-        project_id=project.id,
-        metadata={"path": str(directory)},
-        progress_message=f"waiting to scan {directory}",
-    )
+    with transaction.atomic():
+        job = job_services.job_create(
+            kind=jobkinds.IMPORT_DIRECTORY,
+            project_id=project.id,
+            metadata={"path": str(directory), "actor": actor},
+            progress_message=f"waiting to scan {directory}",
+            actor=actor,
+        )
+        history.audit_record(project_id=project.id, actor=actor, action="directory.import",
+                             target=str(directory), job_id=job.id)
+    return job
 
 
 def _candidate_files(directory: Path, roots: list[Path]):
@@ -102,7 +110,8 @@ def import_run(*, job_id: int) -> None:
         try:
             with open(resolved, "rb") as handle:
                 services.document_submit(project=project, source=handle, filename=path.name,
-                                         metadata={"import_path": relative}, parent_job=job)
+                                         metadata={"import_path": relative}, parent_job=job,
+                                         actor=job.metadata.get("actor", history.SYSTEM))
         except (services.UploadRejected, ParseError, OSError) as exc:
             skipped.append({"path": relative, "reason": str(exc)})
         job_services.job_set_progress(job_id=job_id, percentage=1, message=f"scanned {scanned} files",

@@ -1,6 +1,13 @@
 """The document job kinds, registered with the job platform at start-up."""
+from common import scope
 from jobs import registry
 from jobs.models import Job
+
+INDEX_DOCUMENT = "index_document"
+REINDEX_DOCUMENT = "reindex_document"
+RETRY_CHUNKS = "retry_chunks"
+IMPORT_DIRECTORY = "import_directory"
+DOCUMENT_KINDS = (INDEX_DOCUMENT, REINDEX_DOCUMENT, RETRY_CHUNKS)
 
 
 def _run(job: Job) -> None:
@@ -9,10 +16,10 @@ def _run(job: Job) -> None:
     services.dispatch_job(job)
 
 
-def _cancel(job: Job) -> None:
+def _cancel(job: Job, *, actor: str, reason: str) -> None:
     from documents import services
 
-    services.document_cancel_work(job)
+    services.document_cancel_work(job, actor=actor, reason=reason)
 
 
 def _run_import(job: Job) -> None:
@@ -31,10 +38,13 @@ def _project_ids_for(user):
 
 
 def register_all() -> None:
-    registry.register_project_scope(_project_ids_for)
-    for kind in (Job.Kind.INDEX_DOCUMENT, Job.Kind.REINDEX_DOCUMENT, Job.Kind.RETRY_CHUNKS):
-        registry.register(kind, registry.JobKindHandler(run=_run, cancel=_cancel))
+    scope.register_project_scope(_project_ids_for)
+    labels = {INDEX_DOCUMENT: "Index a document", REINDEX_DOCUMENT: "Reindex a document",
+              RETRY_CHUNKS: "Retry failed chunks"}
+    for kind, label in labels.items():
+        registry.register(kind, registry.JobKindHandler(label=label, run=_run, cancel=_cancel))
     # An import only walks a directory and creates index jobs; those take the
     # indexing slots, so the import itself must not, or it could wait on its
     # own children.
-    registry.register(Job.Kind.IMPORT_DIRECTORY, registry.JobKindHandler(run=_run_import, limited=False))
+    registry.register(IMPORT_DIRECTORY,
+                      registry.JobKindHandler(label="Import a directory", run=_run_import, limited=False))

@@ -30,7 +30,8 @@ def progress_percent(document: Document) -> int:
     total = getattr(document, "chunks_total", 0)
     if document.status in (Document.Status.READY, Document.Status.PARTIAL):
         return 100
-    return int(100 * getattr(document, "chunks_processed", 0) / total) if total else 0
+    # 100 is kept for a finished document: an indexing one says 99 at most.
+    return min(99, 100 * getattr(document, "chunks_processed", 0) // total) if total else 0
 
 
 def projects_for_user(user) -> QuerySet[Project]:

@@ -7,8 +7,8 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from common.locks import try_advisory_lock
 from documents import services
-from jobs.locks import try_advisory_lock
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class JobKindHandler:
+    # What operators read for the kind ("Index a document").
+    label: str
     # Dispatches the job's work; called after the commit that admitted it.
     run: Callable[[Job], None]
-    # Stops the subject's work; called inside the cancelling transaction.
-    cancel: Callable[[Job], None] | None = None
+    # Stops the subject's work; called inside the cancelling (or failing)
+    # transaction with the job and who stopped it.
+    cancel: Callable[..., None] | None = None
     # Whether the job takes one of MIRAGE_MAX_CONCURRENT_INDEXING_JOBS slots.
     limited: bool = True
 
@@ -41,17 +44,11 @@ def limited_kinds() -> list[str]:
     return [kind for kind, handler in _handlers.items() if handler.limited]
 
 
-# Which projects a (non-staff) user may see: set by the app that owns
-# projects. Returns a queryset of ids or any iterable of ids.
-_project_scope: Callable[[object], object] | None = None
+def kinds() -> list[tuple[str, str]]:
+    """(kind, label) of every registered kind, for choices and filters."""
+    return sorted((kind, handler.label) for kind, handler in _handlers.items())
 
 
-def register_project_scope(scope: Callable[[object], object]) -> None:
-    global _project_scope
-    _project_scope = scope
-
-
-def visible_project_ids(user):
-    if _project_scope is None:
-        return []
-    return _project_scope(user)
+def label_for(kind: str) -> str:
+    handler = _handlers.get(kind)
+    return handler.label if handler else kind

@@ -1,8 +1,11 @@
-"""Every change of a job's state, one function each.
+"""Every change of a job's state, one function each; its status changes in
+exactly one place, `job_transition`.
 
 Each transition is a conditional UPDATE on the job's current status, so two
 workers racing (a late task and a cancel, two beat ticks) cannot both win,
-and an illegal move such as `completed` -> `running` never happens.
+and an illegal move such as `completed` -> `running` is refused with an
+error. Every change is recorded in the job's history and published on
+commit.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
+from common import history
 from jobs import events, registry
 from jobs.models import Job
 
@@ -22,12 +26,14 @@ logger = logging.getLogger(__name__)
 
 Status = Job.Status
 
-# Where each status may be entered from.
-ALLOWED_SOURCES: dict[str, tuple[str, ...]] = {
-    Status.RUNNING: (Status.PENDING,),
-    Status.COMPLETED: (Status.RUNNING,),
-    Status.FAILED: (Status.PENDING, Status.RUNNING),
-    Status.CANCELLED: (Status.PENDING, Status.RUNNING),
+# The table of allowed transitions: each status, and the statuses it may be
+# entered from. A job is created `pending`; the final statuses are never
+# left.
+JOB_TRANSITIONS: dict[str, frozenset[str]] = {
+    Status.RUNNING: frozenset({Status.PENDING}),
+    Status.COMPLETED: frozenset({Status.RUNNING}),
+    Status.FAILED: frozenset({Status.PENDING, Status.RUNNING}),
+    Status.CANCELLED: frozenset({Status.PENDING, Status.RUNNING}),
 }
 
 # Serialises admission so that two finishing jobs never both take the last
@@ -36,24 +42,52 @@ _ADMISSION_LOCK_KEY = 0x4D4952414745
 
 
 class IllegalJobTransition(Exception):
-    pass
+    """A transition the table does not allow; the message names the job, the
+    from and the to status."""
 
 
 class JobAlreadyFinished(IllegalJobTransition):
     """Raised when cancelling a job that already ended; the message says how."""
 
 
-def _transition(*, job_id: int, to: str, **fields) -> bool:
-    """Move a job to `to` if its current status allows it. Returns whether it moved."""
-    sources = ALLOWED_SOURCES[to]
-    fields.setdefault("updated_at", timezone.now())
-    moved = Job.objects.filter(id=job_id, status__in=sources).update(status=to, **fields)
-    if moved:
+def check_job_transition(*, job_id: int | None, from_statuses, to: str) -> None:
+    allowed = JOB_TRANSITIONS.get(to, frozenset())
+    for source in from_statuses:
+        if source not in allowed:
+            raise IllegalJobTransition(f"job {job_id}: illegal status transition {source} -> {to}")
+
+
+def job_transition(
+    *, job_id: int, from_statuses, to: str, actor: str, reason: str = "", **fields
+) -> bool:
+    """The only writer of Job.status. Moves the job from any of
+    `from_statuses` to `to`; raises IllegalJobTransition when the table does
+    not allow one of those moves, and returns False (nothing written) when
+    the job is no longer in one of them (another writer won the race).
+    Records the change in the job's history and publishes it on commit."""
+    from_statuses = (from_statuses,) if isinstance(from_statuses, str) else tuple(from_statuses)
+    check_job_transition(job_id=job_id, from_statuses=from_statuses, to=to)
+    now = timezone.now()
+    fields.setdefault("updated_at", now)
+    with transaction.atomic():
+        previous = (
+            Job.objects.select_for_update()
+            .filter(id=job_id, status__in=from_statuses)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if previous is None:
+            return False
+        Job.objects.filter(id=job_id).update(status=to, **fields)
         job = Job.objects.get(id=job_id)
+        history.status_change_record(
+            entity="job", entity_id=job.id, project_id=job.project_id, from_status=previous, to_status=to,
+            actor=actor, reason=reason, job_id=job.id,
+        )
         transaction.on_commit(lambda: events.publish_job(job))
         if job.parent_id and to in Job.FINAL_STATUSES:
             transaction.on_commit(lambda: job_rollup(parent_id=job.parent_id))
-    return moved == 1
+    return True
 
 
 def job_create(
@@ -64,9 +98,11 @@ def job_create(
     metadata: dict | None = None,
     parent: Job | None = None,
     progress_message: str = "waiting for a free indexing slot",
+    actor: str = history.SYSTEM,
+    reason: str = "",
 ) -> Job:
     """Create a `pending` job; it starts as soon as a slot is free (after commit)."""
-    registry.handler_for(kind)  # fail early on an unknown kind
+    handler = registry.handler_for(kind)  # fail early on an unknown kind
     job = Job.objects.create(
         kind=kind,
         project_id=project_id,
@@ -74,6 +110,10 @@ def job_create(
         metadata=metadata or {},
         parent=parent,
         progress_message=progress_message,
+    )
+    history.status_change_record(
+        entity="job", entity_id=job.id, project_id=project_id, from_status="", to_status=Status.PENDING,
+        actor=actor, reason=reason or f"created: {handler.label.lower()}", job_id=job.id,
     )
     # Published before admission runs, so clients see `pending` before `running`.
     transaction.on_commit(lambda: events.publish_job(job))
@@ -97,7 +137,9 @@ def jobs_admit_pending() -> list[int]:
         ) + list(Job.objects.filter(status=Status.PENDING).exclude(kind__in=limited).order_by("created_at", "id"))
         now = timezone.now()
         for job in candidates:
-            if _transition(job_id=job.id, to=Status.RUNNING, started_at=now, progress_message="starting"):
+            if job_transition(job_id=job.id, from_statuses=Status.PENDING, to=Status.RUNNING,
+                              actor=history.SYSTEM, reason="admitted: an indexing slot was free",
+                              started_at=now, progress_message="starting"):
                 job.status, job.started_at = Status.RUNNING, now
                 started.append(job)
         for job in started:
@@ -134,10 +176,15 @@ def job_set_task_ids(*, job_id: int, task_id: str = "", chord_id: str = "") -> N
     Job.objects.filter(id=job_id).update(**fields)
 
 
-def job_complete(*, job_id: int, message: str = "completed", **counters: int) -> bool:
-    moved = _transition(
+def job_complete(
+    *, job_id: int, message: str = "completed", actor: str = history.WORKER, **counters: int
+) -> bool:
+    moved = job_transition(
         job_id=job_id,
+        from_statuses=Status.RUNNING,
         to=Status.COMPLETED,
+        actor=actor,
+        reason=message,
         progress_percentage=100,
         progress_message=message[:255],
         completed_at=timezone.now(),
@@ -149,12 +196,21 @@ def job_complete(*, job_id: int, message: str = "completed", **counters: int) ->
 
 
 def job_fail(
-    *, job_id: int, error_type: str, error_message: str, error_traceback: str = "", **counters: int
+    *,
+    job_id: int,
+    error_type: str,
+    error_message: str,
+    error_traceback: str = "",
+    actor: str = history.WORKER,
+    **counters: int,
 ) -> bool:
     """End a job as failed. Its progress stays where the work stopped."""
-    moved = _transition(
+    moved = job_transition(
         job_id=job_id,
+        from_statuses=(Status.PENDING, Status.RUNNING),
         to=Status.FAILED,
+        actor=actor,
+        reason=f"{error_type}: {error_message}",
         error_type=error_type[:64],
         error_message=error_message,
         error_traceback=error_traceback,
@@ -169,7 +225,7 @@ def job_fail(
 
 
 @transaction.atomic
-def job_cancel(*, job_id: int) -> Job:
+def job_cancel(*, job_id: int, actor: str = history.SYSTEM, reason: str = "cancelled") -> Job:
     """Cancel a pending or running job and stop its subject's work.
 
     Raises JobAlreadyFinished (with the reason) for a job that already ended.
@@ -178,9 +234,12 @@ def job_cancel(*, job_id: int) -> Job:
     if job.is_final:
         raise JobAlreadyFinished(f"job {job.id} already finished as {job.status}; only pending or running jobs can be cancelled")
     now = timezone.now()
-    _transition(
+    job_transition(
         job_id=job.id,
+        from_statuses=Job.ACTIVE_STATUSES,
         to=Status.CANCELLED,
+        actor=actor,
+        reason=reason,
         cancelled_at=now,
         completed_at=now,
         progress_message="cancelled",
@@ -188,9 +247,9 @@ def job_cancel(*, job_id: int) -> Job:
     handler = registry.handler_for(job.kind)
     job.refresh_from_db()
     if handler.cancel is not None:
-        handler.cancel(job)
+        handler.cancel(job, actor=actor, reason=reason)
     for child in job.children.filter(status__in=Job.ACTIVE_STATUSES):
-        job_cancel(job_id=child.id)
+        job_cancel(job_id=child.id, actor=actor, reason=f"{reason} (its import was cancelled)")
     transaction.on_commit(jobs_admit_pending)
     return job
 
@@ -220,9 +279,9 @@ def job_rollup(*, parent_id: int) -> None:
                              message=message, **counters)
             return
         if totals["completed"] or (total == 0 and not skipped):
-            job_complete(job_id=parent_id, message=message or "nothing to import", **counters)
+            job_complete(job_id=parent_id, message=message or "nothing to import", actor=history.SYSTEM, **counters)
         else:
-            job_fail(job_id=parent_id, error_type="import_failed",
+            job_fail(job_id=parent_id, error_type="import_failed", actor=history.SYSTEM,
                      error_message=f"no file could be indexed ({total} failed, {skipped} skipped)", **counters)
 
 
@@ -238,14 +297,16 @@ def jobs_fail_timed_out(*, now=None) -> list[int]:
             if job.status != Status.RUNNING:
                 continue
             handler = registry.handler_for(job.kind)
+            actor = history.reconciler_actor("fail_timed_out_jobs")
             if job_fail(
                 job_id=job.id,
                 error_type="timeout",
                 error_message=f"job ran longer than MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS ({limit} s)",
+                actor=actor,
             ):
                 job.refresh_from_db()
                 if handler.cancel is not None:
-                    handler.cancel(job)
+                    handler.cancel(job, actor=actor, reason=job.error_message)
                 logger.warning("reconcile: job %s timed out after %s s", job.id, limit)
                 failed.append(job.id)
     return failed

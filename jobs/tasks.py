@@ -1,8 +1,8 @@
 """Reconcilers of the job platform, run by Celery beat."""
 from celery import shared_task
 
+from common.locks import try_advisory_lock
 from jobs import services
-from jobs.locks import try_advisory_lock
 
 
 @shared_task(name="reconcile.fail_timed_out_jobs", acks_late=True)

@@ -12,7 +12,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mirage.api import error_responses
+from common.api import error_responses
 
 
 def _database() -> dict:

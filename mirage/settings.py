@@ -1,5 +1,9 @@
-"""Mirage settings. Every value an operator may change is read from the
-environment here, and only here; `.env.example` documents each one."""
+"""Mirage settings. The values an operator may change are read from the
+environment here, with three exceptions read where they are used, before
+Django starts or outside it: MIRAGE_TORCH_THREADS (documents/embeddings/
+local.py, which has no Django), MIRAGE_FLOWER_ADDRESS and MIRAGE_FLOWER_PORT
+(mirage/flowerconfig.py). `.env.example` and docs/configuration.md document
+each one."""
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -29,6 +33,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_celery_beat",
+    "common",
     "jobs",
     "documents",
 ]
@@ -137,6 +142,7 @@ MIRAGE_CHUNK_OVERLAP = env.int("MIRAGE_CHUNK_OVERLAP", default=40)
 MIRAGE_MAX_CONCURRENT_INDEXING_JOBS = env.int("MIRAGE_MAX_CONCURRENT_INDEXING_JOBS", default=4)
 MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS = env.int("MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS", default=3600)
 MIRAGE_JOB_RETENTION_DAYS = env.int("MIRAGE_JOB_RETENTION_DAYS", default=30)
+MIRAGE_HISTORY_RETENTION_DAYS = env.int("MIRAGE_HISTORY_RETENTION_DAYS", default=90)
 MIRAGE_RECONCILE_INTERVAL_SECONDS = env.int("MIRAGE_RECONCILE_INTERVAL_SECONDS", default=10)
 # A chunk claimed by a worker that has not finished within this many seconds
 # is considered lost (worker killed) and is dispatched again.
@@ -220,7 +226,6 @@ CELERY_TASK_QUEUES = [Queue("ingest"), Queue("embed"), Queue("maintenance")]
 CELERY_TASK_ROUTES = {
     "documents.embed_chunk": {"queue": "embed"},
     "documents.*": {"queue": "ingest"},
-    "jobs.*": {"queue": "ingest"},
     "reconcile.*": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -242,7 +247,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "mirage.api.exception_handler",
+    "EXCEPTION_HANDLER": "common.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -286,6 +291,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "purge-finished-jobs": {
         "task": "reconcile.purge_finished_jobs",
+        "schedule": 3600.0,
+        "options": {"expire_seconds": 1800},
+    },
+    "purge-history": {
+        "task": "reconcile.purge_history",
         "schedule": 3600.0,
         "options": {"expire_seconds": 1800},
     },

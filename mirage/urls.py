@@ -19,4 +19,4 @@ urlpatterns = [
 ]
 
 # Unmatched paths answer JSON like every API error, not Django's HTML page.
-handler404 = "mirage.api.not_found"
+handler404 = "common.api.not_found"

@@ -1,7 +1,7 @@
 """GET /api/v1/events/?project=ID: a project's live events as Server-Sent Events.
 
 Workers publish every document and job state change into the project's Redis
-stream (`jobs.events`); this view relays that stream with XREAD BLOCK, so no
+stream (`common.events`); this view relays that stream with XREAD BLOCK, so no
 client polls the database. A stream entry id is the SSE `id:`, which makes
 the browser's own `Last-Event-ID` on reconnect resume exactly where the
 connection broke.
@@ -35,10 +35,10 @@ from rest_framework import exceptions, serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from common import events as job_events
+from common.api import StrictSerializer, validate_query
+from common.events import stream_key
 from documents import selectors
-from jobs import events as job_events
-from jobs.events import stream_key
-from mirage.api import StrictSerializer, validate_query
 
 logger = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@ import json
 from django.conf import settings
 from rest_framework import serializers
 
+from common.api import StrictSerializer
 from documents import selectors
 from documents.models import Chunk, Document, Project
 from documents.search import MAX_K, MODES
 from jobs.api.serializers import JobSerializer
-from mirage.api import StrictSerializer
 
 # Providers a client may pin a project to. Dotted paths (arbitrary classes)
 # stay an operator's choice through MIRAGE_EMBEDDER, never a request's.

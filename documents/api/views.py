@@ -9,21 +9,26 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import (
+    AuditEntrySerializer,
+    Conflict,
+    ErrorSerializer,
+    PaginatedApiMixin,
+    PayloadTooLarge,
+    StatusChangeSerializer,
+    error_responses,
+    history_of,
+    paginate,
+    validate_query,
+)
+from common.history import user_actor
+from common.models import AuditEntry
 from documents import imports, search, selectors, services
 from documents.api import serializers as s
 from documents.embeddings.base import EmbeddingError
 from documents.models import Chunk, Document
 from documents.parsers import UnsupportedFileType
 from jobs.api.serializers import JobSerializer
-from mirage.api import (
-    Conflict,
-    ErrorSerializer,
-    PaginatedApiMixin,
-    PayloadTooLarge,
-    error_responses,
-    paginate,
-    validate_query,
-)
 
 
 def _project_for(request, project_id: int):
@@ -38,11 +43,10 @@ def _document_for(request, document_id: int, *, with_progress: bool = False):
 
 
 BUSY = OpenApiResponse(ErrorSerializer, description="The document has a job in flight; `detail` names it.")
-
-
-class UnsupportedMediaType(exceptions.APIException):
-    status_code = 415
-    default_code = "unsupported_media_type"
+NOTHING_TO_RETRY_OR_BUSY = OpenApiResponse(
+    ErrorSerializer,
+    description="The document has a job in flight, or no chunk to retry; `detail` says which.",
+)
 
 
 class ProjectListApi(PaginatedApiMixin, APIView):
@@ -58,7 +62,8 @@ class ProjectListApi(PaginatedApiMixin, APIView):
         serializer = s.ProjectInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            project = services.project_create(members=[request.user], **serializer.validated_data)
+            project = services.project_create(members=[request.user], actor=user_actor(request.user),
+                                              **serializer.validated_data)
         except EmbeddingError as exc:
             raise exceptions.ValidationError({"embedder": [str(exc)]}) from None
         return Response(s.ProjectDetailSerializer(project).data, status=status.HTTP_201_CREATED)
@@ -120,6 +125,7 @@ class ProjectDocumentsApi(PaginatedApiMixin, APIView):
                 source=upload,
                 filename=upload.name,
                 metadata=serializer.validated_data.get("metadata") or {},
+                actor=user_actor(request.user),
             )
         except services.UploadTooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
@@ -144,8 +150,19 @@ class DocumentDetailApi(APIView):
 
     @extend_schema(responses={204: None, **error_responses(401, 404)})
     def delete(self, request, document_id: int):
-        services.document_delete(document=_document_for(request, document_id))
+        services.document_delete(document=_document_for(request, document_id), actor=user_actor(request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DocumentHistoryApi(PaginatedApiMixin, APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("page", int)],
+        responses={200: StatusChangeSerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request, document_id: int):
+        """Every status change of the document, oldest first, with who made it and why."""
+        document = _document_for(request, document_id)
+        return paginate(self, request, history_of(entity="document", entity_id=document.id), StatusChangeSerializer)
 
 
 class DocumentChunksApi(PaginatedApiMixin, APIView):
@@ -167,7 +184,7 @@ class DocumentReindexApi(APIView):
     def post(self, request, document_id: int):
         document = _document_for(request, document_id)
         try:
-            job = services.document_reindex(document=document)
+            job = services.document_reindex(document=document, actor=user_actor(request.user))
         except services.DocumentBusy as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -176,17 +193,31 @@ class DocumentReindexApi(APIView):
 class DocumentRetryApi(APIView):
     @extend_schema(
         request=s.RetryInputSerializer,
-        responses={202: JobSerializer, **error_responses(400, 401, 404, 415), 409: BUSY},
+        responses={202: JobSerializer, **error_responses(400, 401, 404, 415), 409: NOTHING_TO_RETRY_OR_BUSY},
     )
     def post(self, request, document_id: int):
         document = _document_for(request, document_id)
         serializer = s.RetryInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            job = services.document_retry_failed(document=document, **serializer.validated_data)
-        except services.DocumentBusy as exc:
+            job = services.document_retry_failed(document=document, actor=user_actor(request.user),
+                                                   **serializer.validated_data)
+        except (services.DocumentBusy, services.NothingToRetry) as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ProjectAuditApi(PaginatedApiMixin, APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("page", int)],
+        responses={200: AuditEntrySerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request, project_id: int):
+        """What was done to the project's data (uploads, deletions, reindex, retry,
+        cancel, settings), oldest first; entries outlive what they record."""
+        project = _project_for(request, project_id)
+        return paginate(self, request, AuditEntry.objects.filter(project_id=project.id).order_by("id"),
+                        AuditEntrySerializer)
 
 
 class ProjectImportApi(APIView):
@@ -201,7 +232,8 @@ class ProjectImportApi(APIView):
         serializer = s.ImportInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            job = imports.import_start(project=project, path=serializer.validated_data["path"])
+            job = imports.import_start(project=project, path=serializer.validated_data["path"],
+                                       actor=user_actor(request.user))
         except imports.ImportPathRejected as exc:
             raise exceptions.ValidationError({"path": [str(exc)]}) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
             name='Job',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('index_document', 'Index a document'), ('reindex_document', 'Reindex a document'), ('retry_chunks', 'Retry failed chunks'), ('import_directory', 'Import a directory')], max_length=32)),
+                ('kind', models.CharField(max_length=32)),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
                 ('project_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
                 ('subject_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
             options={
                 'ordering': ['-created_at', '-id'],
                 'indexes': [models.Index(condition=models.Q(('status__in', ['pending', 'running'])), fields=['status', 'created_at'], name='job_active_idx'), models.Index(condition=models.Q(('status__in', ['completed', 'failed', 'cancelled'])), fields=['completed_at'], name='job_finished_idx')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'running', 'completed', 'failed', 'cancelled'])), name='job_status_valid'), models.CheckConstraint(condition=models.Q(('kind__in', ['index_document', 'reindex_document', 'retry_chunks', 'import_directory'])), name='job_kind_valid'), models.CheckConstraint(condition=models.Q(('progress_percentage__gte', 0), ('progress_percentage__lte', 100)), name='job_progress_percentage_range'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'completed'), _negated=True), ('progress_percentage', 100), _connector='OR'), name='job_completed_means_100_percent')],
+                'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'running', 'completed', 'failed', 'cancelled'])), name='job_status_valid'), models.CheckConstraint(condition=models.Q(('progress_percentage__gte', 0), ('progress_percentage__lte', 100)), name='job_progress_percentage_range'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'completed'), _negated=True), ('progress_percentage', 100), _connector='OR'), name='job_completed_means_100_percent')],
             },
         ),
     ]

@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from documents import jobkinds
 from documents.embeddings import get_embedder
 from documents.models import Chunk, Document, Project
 from jobs import services as job_services
@@ -197,7 +198,7 @@ def test_retry_action_queues_a_retry_job_for_an_idle_document(operator_client):
 
     response = run_action(operator_client, DOCUMENTS, "retry_failed_chunks", [document.id])
 
-    retry = Job.objects.get(subject_id=document.id, kind=Job.Kind.RETRY_CHUNKS)
+    retry = Job.objects.get(subject_id=document.id, kind=jobkinds.RETRY_CHUNKS)
     assert Document.objects.get(id=document.id).current_job_id == retry.id
     assert "Queued a retry of failed chunks for 1 document." in message_texts(response)
 
@@ -210,8 +211,8 @@ def test_reindex_action_queues_a_reindex_and_reports_busy_ones(operator_client):
 
     response = run_action(operator_client, DOCUMENTS, "reindex_documents", [idle.id, busy.id])
 
-    assert Job.objects.filter(subject_id=idle.id, kind=Job.Kind.REINDEX_DOCUMENT).count() == 1
-    assert not Job.objects.filter(subject_id=busy.id, kind=Job.Kind.REINDEX_DOCUMENT).exists()
+    assert Job.objects.filter(subject_id=idle.id, kind=jobkinds.REINDEX_DOCUMENT).count() == 1
+    assert not Job.objects.filter(subject_id=busy.id, kind=jobkinds.REINDEX_DOCUMENT).exists()
     texts = message_texts(response)
     assert "Queued a reindex of 1 document." in texts
     assert any(text.startswith("busy-one.md: ") for text in texts)
@@ -384,7 +385,7 @@ def test_upload_page_submits_the_file_and_opens_its_document(operator_client):
     document = Document.objects.get(project=project, filename="guide.md")
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:documents_document_change", args=[document.id])
-    assert Job.objects.get(id=document.current_job_id).kind == Job.Kind.INDEX_DOCUMENT
+    assert Job.objects.get(id=document.current_job_id).kind == jobkinds.INDEX_DOCUMENT
 
 
 def test_upload_page_shows_why_a_file_is_refused(operator_client):

@@ -214,10 +214,25 @@ def test_reindex_and_retry_answer_202_with_a_new_job_or_409_while_busy(api, proj
     assert response.status_code == 202
     assert response.json()["kind"] == "reindex_document"
     Job.objects.filter(id=response.json()["id"]).update(status="failed")
+    Chunk.objects.create(document=document, position=0, content="x", content_sha256="0" * 64, status="error",
+                         error="provider refused")
     retry = api.post(f"/api/v1/documents/{document.id}/retry/", {"include_corrupted": True}, format="json")
     assert retry.status_code == 202
     assert retry.json()["kind"] == "retry_chunks"
     assert retry.json()["metadata"]["include_corrupted"] is True
+
+
+def test_retry_of_a_document_with_nothing_to_retry_is_refused_with_the_reason(api, project):
+    document = submit_bytes(project, MARKDOWN, "a.md").document
+    Job.objects.filter(id=document.current_job_id).update(status="completed", progress_percentage=100)
+    Document.objects.filter(id=document.id).update(status="ready")
+    Chunk.objects.create(document=document, position=0, content="x", content_sha256="0" * 64, status="ready",
+                         embedding=[0.1] * project.embedding_dimensions)
+    jobs_before = Job.objects.count()
+    response = api.post(f"/api/v1/documents/{document.id}/retry/")
+    assert response.status_code == 409
+    assert "no chunk to retry" in response.json()["detail"]
+    assert Job.objects.count() == jobs_before
 
 
 # --- jobs -------------------------------------------------------------------------------

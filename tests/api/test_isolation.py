@@ -24,6 +24,9 @@ def test_other_user_gets_404_on_every_endpoint_of_the_project(other_api, owned):
         ("get", f"/api/v1/documents/{document.id}/"),
         ("delete", f"/api/v1/documents/{document.id}/"),
         ("get", f"/api/v1/documents/{document.id}/chunks/"),
+        ("get", f"/api/v1/documents/{document.id}/history/"),
+        ("get", f"/api/v1/projects/{project.id}/audit/"),
+        ("get", f"/api/v1/jobs/{job.id}/history/"),
         ("post", f"/api/v1/documents/{document.id}/reindex/"),
         ("post", f"/api/v1/documents/{document.id}/retry/"),
         ("get", f"/api/v1/jobs/{job.id}/"),
@@ -45,6 +48,9 @@ def test_the_member_still_sees_everything(api, owned):
     project, document, job = owned
     assert api.get(f"/api/v1/documents/{document.id}/").status_code == 200
     assert api.get("/api/v1/jobs/").json()["count"] == 1
+    assert api.get(f"/api/v1/documents/{document.id}/history/").json()["count"] >= 1
+    assert api.get(f"/api/v1/jobs/{job.id}/history/").json()["count"] >= 1
+    assert api.get(f"/api/v1/projects/{project.id}/audit/").json()["count"] >= 1
 
 
 def test_staff_see_all_projects(staff_api, owned):

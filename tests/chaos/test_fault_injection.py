@@ -4,6 +4,7 @@ its true final status, with nothing stuck and nothing duplicated."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
+from common.models import StatusChange
 from documents.invariants import find_violations
-from documents.models import Chunk, Document
+from documents.models import Chunk, Document, Project
 from jobs.models import Job
 from jobs.services import job_cancel
 from tests.support import figures
@@ -113,8 +115,19 @@ def test_sigkill_of_the_embedding_worker_twice_loses_nothing(stack, tmp_path):
     assert chunk_count(document__project__name="killed", status="ready") == chunk_count(document__project__name="killed")
     assert_settled("killed")
     assert set(Job.objects.filter(project_id__isnull=False).values_list("status", flat=True)) == {"completed"}
+    # The history of a repaired document names the reconciler and says why.
+    project = Project.objects.get(name="killed")
+    repairs = StatusChange.objects.filter(entity="document", project_id=project.id,
+                                          actor="reconciler:redispatch_stuck_chunks")
+    assert repairs.exists()
+    repair = repairs.order_by("id").first()
+    assert re.fullmatch(r"re-sent \d+ chunks? (stranded by a dead worker \(lease expired\)|that no worker took "
+                        r"within a lease of being sent \(message lost or queue backlog\))", repair.reason), repair.reason
+    timeline = list(StatusChange.objects.filter(entity="document", entity_id=repair.entity_id).order_by("id"))
+    assert [row.to_status for row in timeline][:2] == ["pending", "indexing"]
+    assert timeline[-1].to_status == "ready"
     figures.record("sigkill embed worker x2", documents=24, chunks=chunk_count(), kills=kills,
-                   seconds_from_last_restart_to_all_final=recovery)
+                   seconds_from_last_restart_to_all_final=recovery, repair_reason=repair.reason)
 
 
 def test_redis_restarted_with_its_data_lost_loses_nothing(stack, tmp_path):

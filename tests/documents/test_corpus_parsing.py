@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from documents.chunking import ChunkDraft, approx_token_count, chunk_sections
+from documents.chunking import ChunkDraft, chunk_sections
+from documents.embeddings.base import estimate_tokens
 from documents.parsers import ParseError, UnsupportedFileType, parse_file
 
 pytestmark = pytest.mark.unit
@@ -90,7 +91,7 @@ def bert_count_tokens(bert_counter):
 
 @pytest.fixture(scope="module")
 def corpus_chunks(bert_counter) -> dict[str, tuple[str, list[ChunkDraft]]]:
-    count_tokens = bert_counter or approx_token_count
+    count_tokens = bert_counter or estimate_tokens
     return {name: parse_and_chunk(name, count_tokens) for name in READABLE}
 
 
@@ -143,12 +144,12 @@ def test_no_corpus_chunk_exceeds_the_model_limit_with_the_bert_tokenizer(corpus_
 
 
 @requires_corpus
-def test_approx_token_count_never_undercounts_a_corpus_chunk(corpus_chunks, bert_count_tokens):
+def test_estimate_tokens_never_undercounts_a_corpus_chunk(corpus_chunks, bert_count_tokens):
     undercounted = [
-        (name, draft.position, draft.token_count, approx_token_count(draft.content))
+        (name, draft.position, draft.token_count, estimate_tokens(draft.content))
         for name, (_, chunks) in corpus_chunks.items()
         for draft in chunks
-        if approx_token_count(draft.content) < draft.token_count
+        if estimate_tokens(draft.content) < draft.token_count
     ]
     assert undercounted == []
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from documents import services
 from documents.models import Chunk, Document
 from documents.parsers import ParseError
+from documents.services import parsing
 from jobs.models import Job
 from jobs.services import job_cancel
 from tests.support.factories import make_project, markdown_document, submit_bytes
@@ -29,7 +30,7 @@ def dispatched(monkeypatch):
     """The chords document_parse sends, as (chunk_ids, generation)."""
     sent = []
     monkeypatch.setattr(
-        services, "dispatch_chord",
+        parsing, "dispatch_chord",
         lambda *, chunk_ids, document_id, generation, chord_id: sent.append((chunk_ids, generation)),
     )
     return sent
@@ -58,14 +59,14 @@ def parse(document: Document, job: Job, capture) -> None:
 def observe_drafts(monkeypatch, on_draft) -> None:
     """Call `on_draft(index)` as the chunker produces each draft, before it
     is handed to document_parse."""
-    chunk_sections = services.chunk_sections
+    chunk_sections = parsing.chunk_sections
 
     def observed(*args, **kwargs):
         for index, draft in enumerate(chunk_sections(*args, **kwargs)):
             on_draft(index)
             yield draft
 
-    monkeypatch.setattr(services, "chunk_sections", observed)
+    monkeypatch.setattr(parsing, "chunk_sections", observed)
 
 
 def embed_all(document: Document, *, model: str) -> None:
@@ -89,7 +90,7 @@ def guide(title: str, sections: dict[str, str]) -> bytes:
 
 def test_chunks_are_stored_in_batches_while_the_file_is_read(monkeypatch, dispatched,
                                                              django_capture_on_commit_callbacks):
-    monkeypatch.setattr(services, "INSERT_BATCH_SIZE", 4)
+    monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 4)
     document, job = running_index(markdown_document(sections=13))
     stored_before_draft = []
     observe_drafts(monkeypatch, lambda index: stored_before_draft.append(Chunk.objects.filter(document=document).count()))
@@ -109,7 +110,7 @@ def test_chunks_are_stored_in_batches_while_the_file_is_read(monkeypatch, dispat
 
 def test_reindex_keeps_unchanged_chunks_with_their_rows_and_vectors(monkeypatch, dispatched,
                                                                     django_capture_on_commit_callbacks):
-    monkeypatch.setattr(services, "INSERT_BATCH_SIZE", 2)
+    monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 2)
     river, estuary, delta, lake = (
         f"The {name} section explains how water moves through the {name} over the seasons." for name in
         ("river", "estuary", "delta", "lake")
@@ -168,7 +169,7 @@ def test_unchanged_reindex_keeps_every_chunk_and_finalizes_without_a_chord(dispa
 
 def test_parse_error_while_reading_leaves_no_chunk_and_fails_the_document(monkeypatch, dispatched,
                                                                           django_capture_on_commit_callbacks):
-    monkeypatch.setattr(services, "INSERT_BATCH_SIZE", 2)
+    monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 2)
     document, job = running_index(markdown_document(sections=8))
 
     def damaged_after_five(index):
@@ -188,7 +189,7 @@ def test_parse_error_while_reading_leaves_no_chunk_and_fails_the_document(monkey
 
 def test_time_limit_while_a_batch_is_stored_leaves_no_chunk_and_says_so(monkeypatch, dispatched,
                                                                        django_capture_on_commit_callbacks):
-    monkeypatch.setattr(services, "INSERT_BATCH_SIZE", 2)
+    monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 2)
     document, job = running_index(markdown_document(sections=8))
     bulk_create = Chunk.objects.bulk_create
     batches = []
@@ -246,10 +247,10 @@ def test_dispatching_a_chord_keeps_nothing_per_task_in_the_process(monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_cancel_while_a_parse_stores_chunks_is_not_held_up_and_the_run_leaves_nothing(monkeypatch):
-    monkeypatch.setattr(services, "INSERT_BATCH_SIZE", 2)
+    monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 2)
     # This test is the worker: admission sends no parse task.
     monkeypatch.setattr(services, "dispatch_job", lambda job: None)
-    monkeypatch.setattr(services, "dispatch_chord", lambda **kwargs: pytest.fail("a cancelled run dispatched"))
+    monkeypatch.setattr(parsing, "dispatch_chord", lambda **kwargs: pytest.fail("a cancelled run dispatched"))
     document, job = running_index(markdown_document(sections=8))
     batches_stored, cancelled = threading.Event(), threading.Event()
 

@@ -18,8 +18,8 @@ from django.conf import settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from common.events import stream_key
 from documents.api import events as events_api
-from jobs.events import stream_key
 from tests.support import figures
 from tests.support.factories import make_project, make_user, markdown_document, submit_bytes
 from tests.support.processes import Stack, free_port
@@ -401,7 +401,7 @@ def test_redis_down_when_a_stream_opens_answers_503_json(monkeypatch):
     user = make_user()
     project = make_project(members=[user])
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, decode_responses=True)
-    monkeypatch.setattr("jobs.events.client", lambda: dead)
+    monkeypatch.setattr("common.events.client", lambda: dead)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
 

@@ -1,29 +1,36 @@
-"""Job lifecycle: guarded transitions, monotonic progress, admission."""
+"""Job lifecycle: guarded transitions, monotonic progress, admission. The
+job platform is tested on kinds of its own: it knows no documents."""
+import itertools
+
 import pytest
 
+from common.models import StatusChange
 from jobs import registry, services
 from jobs.models import Job
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
 
+LIMITED, UNLIMITED = "test_limited", "test_unlimited"
+JOB_STATUSES = [choice for choice, _ in Job.Status.choices]
+
 
 @pytest.fixture
 def started(monkeypatch):
-    """Record what admission starts instead of dispatching Celery tasks."""
+    """Two kinds of job whose admission is recorded instead of dispatching
+    Celery tasks."""
     runs: list[int] = []
-    for kind in Job.Kind.values:
-        original = registry.handler_for(kind)
+    for kind, limited in ((LIMITED, True), (UNLIMITED, False)):
         monkeypatch.setitem(
             registry._handlers,
             kind,
-            registry.JobKindHandler(run=lambda job: runs.append(job.id), cancel=None, limited=original.limited),
+            registry.JobKindHandler(label=kind, run=lambda job: runs.append(job.id), limited=limited),
         )
     return runs
 
 
 def create(django_capture_on_commit_callbacks, **kwargs):
     with django_capture_on_commit_callbacks(execute=True):
-        return services.job_create(kind=kwargs.pop("kind", Job.Kind.INDEX_DOCUMENT), project_id=1, **kwargs)
+        return services.job_create(kind=kwargs.pop("kind", LIMITED), project_id=1, **kwargs)
 
 
 def test_a_new_job_is_started_when_a_slot_is_free(started, django_capture_on_commit_callbacks):
@@ -48,17 +55,18 @@ def test_jobs_beyond_the_limit_wait_pending_and_start_in_order(started, settings
     assert started == [jobs[0].id, jobs[1].id, jobs[2].id]
 
 
-def test_import_jobs_do_not_take_indexing_slots(started, settings, django_capture_on_commit_callbacks):
+def test_unlimited_kinds_do_not_take_indexing_slots(started, settings, django_capture_on_commit_callbacks):
     settings.MIRAGE_MAX_CONCURRENT_INDEXING_JOBS = 1
     create(django_capture_on_commit_callbacks)
-    imported = create(django_capture_on_commit_callbacks, kind=Job.Kind.IMPORT_DIRECTORY)
-    assert Job.objects.get(id=imported.id).status == "running"
+    unlimited = create(django_capture_on_commit_callbacks, kind=UNLIMITED)
+    assert Job.objects.get(id=unlimited.id).status == "running"
 
 
 def test_completed_job_cannot_run_again(started, django_capture_on_commit_callbacks):
     job = create(django_capture_on_commit_callbacks)
     assert services.job_complete(job_id=job.id)
-    assert not services._transition(job_id=job.id, to=Job.Status.RUNNING)
+    with pytest.raises(services.IllegalJobTransition, match="completed -> running"):
+        services.job_transition(job_id=job.id, from_statuses="completed", to="running", actor="system")
     assert not services.job_fail(job_id=job.id, error_type="x", error_message="late failure")
     job.refresh_from_db()
     assert job.status == "completed"
@@ -137,3 +145,37 @@ def test_finished_jobs_past_retention_are_purged_and_others_kept(started, settin
     settings.MIRAGE_JOB_RETENTION_DAYS = 30
     assert services.jobs_purge_finished() == 1
     assert set(Job.objects.values_list("id", flat=True)) == {recent.id, active.id}
+
+
+LEGAL_JOB_MOVES = {(source, to) for to, sources in services.JOB_TRANSITIONS.items() for source in sources}
+
+
+@pytest.mark.parametrize(
+    ("source", "to"),
+    [pair for pair in itertools.product(JOB_STATUSES, JOB_STATUSES) if pair not in LEGAL_JOB_MOVES],
+)
+def test_an_illegal_job_transition_raises_naming_the_job_and_both_statuses(started, source, to,
+                                                                            django_capture_on_commit_callbacks):
+    job = create(django_capture_on_commit_callbacks)
+    with pytest.raises(services.IllegalJobTransition, match=f"job {job.id}: illegal status transition {source} -> {to}"):
+        services.job_transition(job_id=job.id, from_statuses=source, to=to, actor="system")
+
+
+def test_a_job_that_left_the_expected_status_is_not_moved(started, django_capture_on_commit_callbacks):
+    job = create(django_capture_on_commit_callbacks)
+    services.job_cancel(job_id=job.id, actor="user:7", reason="not needed")
+    assert not services.job_complete(job_id=job.id)
+    assert Job.objects.get(id=job.id).status == "cancelled"
+
+
+def test_every_job_status_change_is_in_its_history_with_actor_and_reason(started, django_capture_on_commit_callbacks):
+    job = create(django_capture_on_commit_callbacks, actor="user:3")
+    services.job_fail(job_id=job.id, error_type="parse_error", error_message="PDF is encrypted")
+    rows = list(StatusChange.objects.filter(entity="job", entity_id=job.id).order_by("id"))
+    assert [(row.from_status, row.to_status, row.actor) for row in rows] == [
+        ("", "pending", "user:3"),
+        ("pending", "running", "system"),
+        ("running", "failed", "worker"),
+    ]
+    assert rows[-1].reason == "parse_error: PDF is encrypted"
+    assert all(row.job_id == job.id and row.project_id == 1 for row in rows)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common.tables import format_table, shorten
 from documents import selectors
 from documents.models import Document, Project
-from jobs.management.tables import format_table, shorten
 
 HEADERS = ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "JOB"]
 NAME_WIDTH = 40

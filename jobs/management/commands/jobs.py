@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common.tables import format_table, shorten
 from jobs import services
-from jobs.management.tables import format_table, shorten
 from jobs.models import Job
 
 MESSAGE_WIDTH = 40

@@ -119,3 +119,34 @@ def exception_handler(exc, context):
         logger.exception("unhandled API error", exc_info=exc)
         return Response({"detail": "Internal error; it has been logged."}, status=500)
     return response
+
+
+class StatusChangeSerializer(serializers.Serializer):
+    """One entry of a document's or a job's history."""
+
+    from_status = serializers.CharField(help_text="Empty on the entry that records the creation.")
+    to_status = serializers.CharField()
+    actor = serializers.CharField(
+        help_text="`user:<id>`, `operator:<id>` (admin), `worker`, `reconciler:<name>` or `system`."
+    )
+    reason = serializers.CharField()
+    job = serializers.IntegerField(source="job_id", allow_null=True)
+    at = serializers.DateTimeField()
+
+
+class AuditEntrySerializer(serializers.Serializer):
+    actor = serializers.CharField()
+    action = serializers.CharField(
+        help_text="project.created, document.uploaded, document.deleted, document.reindex, document.retry, "
+        "directory.import, ..."
+    )
+    target = serializers.CharField()
+    details = serializers.DictField()
+    at = serializers.DateTimeField()
+
+
+def history_of(*, entity: str, entity_id: int):
+    """An entity's history, oldest first."""
+    from common.models import StatusChange
+
+    return StatusChange.objects.filter(entity=entity, entity_id=entity_id).order_by("id")

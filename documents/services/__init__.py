@@ -1,0 +1,98 @@
+"""Every change to projects, documents and chunks, one function each, by topic.
+
+Where a document's or a chunk's status changes: `transitions.py`, and only
+there. The other modules ask it for every move:
+
+- projects:  creating a project, its pinned embedding model
+- uploads:   a file becomes a stored file, a `pending` document and its job
+- runs:      reindex, retry, cancel, delete
+- parsing:   a run begins; the file becomes chunks; the retry run
+- dispatch:  sending the tasks (the chord, re-dispatches, a job's task)
+- embedding: claiming, embedding and storing one chunk
+- finishing: a run's final status from its chunks
+- repairs:   what the reconcilers and `mirage_check --repair` mend
+"""
+from documents.services.dispatch import dispatch_chord, dispatch_chunks, dispatch_job
+from documents.services.embedding import (
+    ClaimedChunk,
+    EmbedOutcome,
+    chunk_claim,
+    chunk_embed,
+    chunk_mark_embedded,
+    chunk_mark_failed,
+    chunk_release,
+)
+from documents.services.finishing import document_chunk_counts, document_finalize
+from documents.services.parsing import document_parse, document_retry_chunks
+from documents.services.projects import project_create, project_embedder
+from documents.services.repairs import (
+    chunks_fail_stranded,
+    chunks_redispatch_stuck,
+    documents_finalize_settled,
+    documents_rederive_disagreeing,
+    documents_redispatch_unparsed,
+)
+from documents.services.runs import (
+    DocumentBusy,
+    NothingToRetry,
+    document_cancel_work,
+    document_delete,
+    document_reindex,
+    document_retry_failed,
+)
+from documents.services.transitions import (
+    CHUNK_TRANSITIONS,
+    DOCUMENT_TRANSITIONS,
+    IllegalTransition,
+    document_transition,
+    lock_job_and_document,
+)
+from documents.services.uploads import (
+    EmptyUpload,
+    Submission,
+    UploadRejected,
+    UploadTooLarge,
+    document_submit,
+    sanitize_filename,
+)
+
+__all__ = [
+    "CHUNK_TRANSITIONS",
+    "DOCUMENT_TRANSITIONS",
+    "ClaimedChunk",
+    "DocumentBusy",
+    "EmbedOutcome",
+    "EmptyUpload",
+    "IllegalTransition",
+    "NothingToRetry",
+    "Submission",
+    "UploadRejected",
+    "UploadTooLarge",
+    "chunk_claim",
+    "chunk_embed",
+    "chunk_mark_embedded",
+    "chunk_mark_failed",
+    "chunk_release",
+    "chunks_fail_stranded",
+    "chunks_redispatch_stuck",
+    "dispatch_chord",
+    "dispatch_chunks",
+    "dispatch_job",
+    "document_cancel_work",
+    "document_chunk_counts",
+    "document_delete",
+    "document_finalize",
+    "document_parse",
+    "document_reindex",
+    "document_retry_chunks",
+    "document_retry_failed",
+    "document_submit",
+    "document_transition",
+    "documents_finalize_settled",
+    "documents_redispatch_unparsed",
+    "documents_rederive_disagreeing",
+    "lock_job_and_document",
+    "project_create",
+    "project_embedder",
+    "sanitize_filename",
+]

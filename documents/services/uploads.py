@@ -1,0 +1,146 @@
+"""Submitting files: an upload becomes a stored file, a `pending` document
+and the job that will index it."""
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from common import history
+from documents import events, jobkinds
+from documents.models import Document, Project
+from documents.parsers import detect_type
+from documents.services.transitions import document_record_created
+from jobs import services as job_services
+from jobs.models import Job
+
+DETECTION_HEAD_BYTES = 64 * 1024
+
+
+class UploadRejected(Exception):
+    """A file that cannot become a document; the message says why."""
+
+
+class UploadTooLarge(UploadRejected):
+    pass
+
+
+class EmptyUpload(UploadRejected):
+    pass
+
+
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^\w.\- ()+,@]", re.UNICODE)
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe base name: no directories, no control characters, no leading dots."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").split("/")[-1]
+    name = _UNSAFE_FILENAME_CHARS.sub("_", name).strip(" .")
+    if not name:
+        name = "document"
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: 200 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 16 else name[:200]
+    return name
+
+
+@dataclass(frozen=True)
+class Submission:
+    document: Document
+    job: Job | None
+    created: bool
+
+
+def _spool(source: BinaryIO, max_bytes: int) -> tuple[tempfile.NamedTemporaryFile, str, int, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    spool = tempfile.NamedTemporaryFile(prefix="mirage-upload-", delete=True)
+    try:
+        while block := source.read(1024 * 1024):
+            size += len(block)
+            if size > max_bytes:
+                raise UploadTooLarge(
+                    f"file is larger than the {settings.MIRAGE_MAX_UPLOAD_MB} MB limit (MIRAGE_MAX_UPLOAD_MB)"
+                )
+            if len(head) < DETECTION_HEAD_BYTES:
+                head += block[: DETECTION_HEAD_BYTES - len(head)]
+            digest.update(block)
+            spool.write(block)
+        spool.flush()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool, digest.hexdigest(), size, head
+
+
+def document_submit(
+    *,
+    project: Project,
+    source: BinaryIO,
+    filename: str,
+    metadata: dict | None = None,
+    parent_job: Job | None = None,
+    actor: str = history.SYSTEM,
+) -> Submission:
+    """Store a file and queue its indexing.
+
+    Returns the existing document (created=False, nothing started) when the
+    project already holds the same bytes. Raises UploadTooLarge, EmptyUpload
+    or parsers.UnsupportedFileType (with `detected_type`) for files that
+    cannot become documents.
+    """
+    filename = sanitize_filename(filename)
+    spool, sha256, size, head = _spool(source, settings.MIRAGE_MAX_UPLOAD_MB * 1024 * 1024)
+    with spool:
+        if size == 0:
+            raise EmptyUpload("file is empty")
+        existing = Document.objects.filter(project=project, content_sha256=sha256).first()
+        if existing is not None:
+            return Submission(document=existing, job=existing.current_job, created=False)
+        file_type = detect_type(head, filename)
+        document = Document(
+            project=project,
+            filename=filename,
+            file_type=file_type,
+            size_bytes=size,
+            content_sha256=sha256,
+            metadata=metadata or {},
+        )
+        document.file.save(filename, File(spool, name=filename), save=False)
+    try:
+        with transaction.atomic():
+            document.save()
+            job = job_services.job_create(
+                kind=jobkinds.INDEX_DOCUMENT,
+                project_id=project.id,
+                subject_id=document.id,
+                parent=parent_job,
+                metadata={"filename": filename},
+                actor=actor,
+            )
+            Document.objects.filter(id=document.id).update(current_job=job)
+            document.current_job = job
+            document_record_created(document=document, actor=actor)
+            history.audit_record(project_id=project.id, actor=actor, action="document.uploaded",
+                                 target=f"document {document.id} {filename}", document_id=document.id,
+                                 size_bytes=size, sha256=sha256, file_type=file_type)
+            transaction.on_commit(lambda: events.publish_document(document))
+    except IntegrityError:
+        # The same bytes arrived concurrently and the other upload won.
+        default_storage.delete(document.file.name)
+        existing = Document.objects.get(project=project, content_sha256=sha256)
+        return Submission(document=existing, job=existing.current_job, created=False)
+    return Submission(document=document, job=job, created=True)
+
+
