@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.support.corpus import CORPUS  # noqa: F401 - one definition for tests and benchmarks
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = BASE_DIR / ".mirage"
 WORK_DIR = STATE_DIR / "bench"
@@ -22,7 +24,6 @@ STATIC_ROOT = WORK_DIR / "static"
 LOG_DIR = WORK_DIR / "logs"
 BENCH_DATABASE = "mirage_bench"
 BENCH_REDIS_DB = 11
-CORPUS = BASE_DIR.parent / "shared" / "corpus"
 
 
 def _developer_database_url() -> str:

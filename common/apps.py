@@ -9,3 +9,7 @@ class CommonConfig(AppConfig):
     name = "common"
     verbose_name = "History and audit"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the Bearer scheme with the OpenAPI schema generator.
+        from common import authentication  # noqa: F401

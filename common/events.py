@@ -19,8 +19,13 @@ logger = logging.getLogger(__name__)
 STREAM_MAX_LENGTH = 10_000
 
 
+def redis_key(*parts) -> str:
+    """A key of this deployment's own (MIRAGE_REDIS_PREFIX + the parts)."""
+    return settings.MIRAGE_REDIS_PREFIX + ":".join(str(part) for part in parts)
+
+
 def stream_key(project_id: int) -> str:
-    return f"mirage:events:project:{project_id}"
+    return redis_key("events", "project", project_id)
 
 
 @lru_cache(maxsize=1)
@@ -28,6 +33,35 @@ def client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.MIRAGE_REDIS_URL, socket_connect_timeout=0.5, socket_timeout=2, decode_responses=True
     )
+
+
+# Publishes an event only if its rank is above the last one published under
+# the same key, in one step on the Redis server: two processes publishing
+# progress of the same job in the opposite order of their reads cannot make
+# it go backwards on the stream.
+_PUBLISH_IF_HIGHER = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[4], 'data', ARGV[5])
+return 1
+"""
+RANK_TTL_SECONDS = 7 * 24 * 3600
+
+
+def publish_monotonic(*, project_id: int | None, event: str, data: dict, key: str, rank: int) -> None:
+    """Publish unless an event with the same `key` and a rank at least as
+    high was already published (progress never goes backwards, a final
+    status is never followed by an earlier one)."""
+    if project_id is None:
+        return
+    try:
+        client().eval(
+            _PUBLISH_IF_HIGHER, 2, redis_key("rank", key), stream_key(project_id),
+            rank, RANK_TTL_SECONDS, STREAM_MAX_LENGTH, event, json.dumps(data, default=str),
+        )
+    except redis.RedisError as exc:
+        logger.warning("event %s for project %s not published: %s", event, project_id, exc)
 
 
 def publish(*, project_id: int | None, event: str, data: dict) -> None:

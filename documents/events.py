@@ -30,7 +30,7 @@ def publish_document(document) -> None:
     common_events.publish(project_id=document.project_id, event="document.status", data=document_payload(document))
 
 
-def publish_document_progress(*, document_id: int, counts: dict[str, int]) -> None:
+def publish_document_progress(*, document_id: int, generation: int, counts: dict[str, int]) -> None:
     """`document.progress`: how far the document's chunks are (its status is
     unchanged; a change of status is a `document.status` event)."""
     from documents.models import Chunk, Document
@@ -40,16 +40,18 @@ def publish_document_progress(*, document_id: int, counts: dict[str, int]) -> No
     processed = sum(counts.get(status, 0) for status in Chunk.FINAL_STATUSES)
     # 100 is kept for a finished document, announced by its status event.
     percentage = min(99, 100 * processed // total) if total else 0
-    common_events.publish(
+    common_events.publish_monotonic(
         project_id=project_id,
         event="document.progress",
-        data={"id": document_id, "project_id": project_id, "chunks_processed": processed, "chunks_total": total,
-              "progress_percentage": percentage},
+        data={"id": document_id, "project_id": project_id, "generation": generation,
+              "chunks_processed": processed, "chunks_total": total, "progress_percentage": percentage},
+        key=f"document:{document_id}:{generation}",
+        rank=processed,
     )
 
 
 def _marker(document_id: int, generation: int) -> str:
-    return f"mirage:dispatched:{document_id}:{generation}"
+    return common_events.redis_key("dispatched", document_id, generation)
 
 
 def mark_dispatched(*, document_id: int, generation: int) -> None:

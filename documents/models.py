@@ -11,7 +11,14 @@ FILE_TYPES = ["markdown", "pdf", "epub", "text", "html"]
 
 
 class Project(models.Model):
-    name = models.CharField(max_length=200, unique=True)
+    # Unique per owner, not across the deployment: a refusal must not tell a
+    # stranger which names others use.
+    name = models.CharField(max_length=200)
+    # Who created it through the API, the admin or `ingest --owner`; none for
+    # projects the platform's own commands created.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_mirage_projects"
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="mirage_projects")
     # Pinned when the project is created: every chunk of the project is
     # embedded by this model, so its vectors stay comparable.
@@ -24,6 +31,8 @@ class Project(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(embedding_dimensions__gt=0), name="project_dimensions_positive"),
+            models.UniqueConstraint(fields=["owner", "name"], name="project_unique_name_per_owner",
+                                    nulls_distinct=False),
         ]
 
     def __str__(self) -> str:

@@ -20,8 +20,15 @@ def job_payload(job) -> dict:
     }
 
 
+# Later statuses rank above earlier ones, and within a status, progress.
+_STATUS_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
+
+
 def publish_job(job) -> None:
-    events.publish(project_id=job.project_id, event="job.progress", data=job_payload(job))
+    """`job.progress`: never older than what a client already received."""
+    rank = _STATUS_RANK.get(job.status, 0) * 1000 + job.progress_percentage
+    events.publish_monotonic(project_id=job.project_id, event="job.progress", data=job_payload(job),
+                             key=f"job:{job.id}", rank=rank)
 
 
 def publish_job_id(job_id: int) -> None:

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "common",
     "jobs",
@@ -122,9 +123,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"quiet_reconciler_ticks": {"()": "common.logging.QuietReconcilerTicks"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("MIRAGE_LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Clean reconciler ticks are not logged (repairs and failures are).
+        "celery.beat": {"filters": ["quiet_reconciler_ticks"]},
+        "celery.app.trace": {"filters": ["quiet_reconciler_ticks"]},
+        "celery.worker.strategy": {"filters": ["quiet_reconciler_ticks"]},
         "django.db.backends": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},
         # pypdf reports every font it cannot fully decode; the text still comes out.
@@ -190,6 +196,22 @@ MIRAGE_EMBED_BATCH_WAIT_MS = env.float("MIRAGE_EMBED_BATCH_WAIT_MS", default=10.
 # --- Celery -----------------------------------------------------------------
 
 MIRAGE_REDIS_URL = env("MIRAGE_REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+
+def _default_redis_prefix(database: dict) -> str:
+    """One deployment per database: `mirage-<database name>-<8 hex of its
+    host, port and name>:`, so two deployments sharing a Redis database
+    never see each other's keys, queues or events."""
+    import hashlib
+
+    where = f"{database.get('HOST', '')}:{database.get('PORT', '')}/{database.get('NAME', '')}"
+    return f"mirage-{database.get('NAME', '')}-{hashlib.sha1(where.encode()).hexdigest()[:8]}:"
+
+
+# Every Redis key and queue of this deployment starts with it: events,
+# request budgets, dispatch markers, Celery's queues, results and chord
+# counters (Celery's `global_keyprefix`, for the transport and the backend).
+MIRAGE_REDIS_PREFIX = env("MIRAGE_REDIS_PREFIX", default="") or _default_redis_prefix(DATABASES["default"])
 CELERY_BROKER_URL = MIRAGE_REDIS_URL
 CELERY_RESULT_BACKEND = MIRAGE_REDIS_URL
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -214,8 +236,9 @@ MIRAGE_PARSE_TIME_LIMIT_SECONDS = env.int("MIRAGE_PARSE_TIME_LIMIT_SECONDS", def
 MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", default=300)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("MIRAGE_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+    "global_keyprefix": MIRAGE_REDIS_PREFIX,
 }
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}, "global_keyprefix": MIRAGE_REDIS_PREFIX}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TASK_TRACK_STARTED = True
@@ -240,6 +263,7 @@ MIRAGE_FLOWER_URL = env("MIRAGE_FLOWER_URL", default="http://127.0.0.1:5555")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        "common.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -258,6 +282,11 @@ SPECTACULAR_SETTINGS = {
     # The schema and Swagger UI need credentials like every other endpoint.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's assets come from the deployment itself (the sidecar
+    # package), so /api/docs/ works without internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Reconcilers (Celery beat) ------------------------------------------------

@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("MIRAGE_REDIS_URL", os.environ.get("MIRAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
 os.environ.setdefault("MIRAGE_EMBEDDER", "hash")
+# The test process runs against `test_<name>` while its settings are read
+# with `<name>`: one fixed prefix keeps it and the worker processes it starts
+# in one deployment.
+os.environ.setdefault("MIRAGE_REDIS_PREFIX", "mirage-test:")
 os.environ.setdefault("MIRAGE_RECONCILE_INTERVAL_SECONDS", "2")
 os.environ.setdefault("MIRAGE_CHUNK_LEASE_SECONDS", "5")
 os.environ.setdefault("MIRAGE_DISPATCH_GRACE_SECONDS", "5")

@@ -22,8 +22,11 @@ class ProjectInputSerializer(StrictSerializer):
         value = value.strip()
         if not value:
             raise serializers.ValidationError("This field may not be blank.")
-        if Project.objects.filter(name=value).exists():
-            raise serializers.ValidationError("A project with this name already exists.")
+        # Only the caller's own projects are compared: whether someone else
+        # uses the name is none of the caller's business.
+        owner = self.context["request"].user
+        if Project.objects.filter(owner=owner, name=value).exists():
+            raise serializers.ValidationError("You already have a project with this name.")
         return value
 
 

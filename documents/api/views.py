@@ -1,6 +1,7 @@
 """The documents API: one view per operation; logic lives in services."""
 from __future__ import annotations
 
+from django.db import IntegrityError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -59,13 +60,16 @@ class ProjectListApi(PaginatedApiMixin, APIView):
         responses={201: s.ProjectDetailSerializer, **error_responses(400, 401, 415)},
     )
     def post(self, request):
-        serializer = s.ProjectInputSerializer(data=request.data)
+        serializer = s.ProjectInputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         try:
-            project = services.project_create(members=[request.user], actor=user_actor(request.user),
+            project = services.project_create(owner=request.user, actor=user_actor(request.user),
                                               **serializer.validated_data)
         except EmbeddingError as exc:
             raise exceptions.ValidationError({"embedder": [str(exc)]}) from None
+        except IntegrityError:
+            # The same name arrived twice at once from this owner.
+            raise exceptions.ValidationError({"name": ["You already have a project with this name."]}) from None
         return Response(s.ProjectDetailSerializer(project).data, status=status.HTTP_201_CREATED)
 
 

@@ -49,7 +49,8 @@ def _budget(provider: str, model: str) -> Budget | None:
         _setting("MIRAGE_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     return RequestBudget(
-        client, f"mirage:embeddings:requests:{provider}:{model}", requests_per_minute
+        client, f"{_setting('MIRAGE_REDIS_PREFIX', 'mirage:')}embeddings:requests:{provider}:{model}",
+        requests_per_minute,
     )
 
 

@@ -52,6 +52,7 @@ from documents.services.uploads import (
     Submission,
     UploadRejected,
     UploadTooLarge,
+    display_filename,
     document_submit,
     sanitize_filename,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "dispatch_chord",
     "dispatch_chunks",
     "dispatch_job",
+    "display_filename",
     "document_cancel_work",
     "document_chunk_counts",
     "document_delete",

@@ -183,11 +183,13 @@ def _report_progress(claim: ClaimedChunk) -> None:
     counts = document_chunk_counts(claim.document_id)
     done = sum(counts.get(status, 0) for status in Chunk.FINAL_STATUSES)
     all_chunks = sum(counts.values()) or 1
+    # The job's percentage is the document's (chunks in a final state over
+    # all chunks), so the two never disagree.
     job_services.job_set_progress(
         job_id=claim.job_id,
-        percentage=10 + int(89 * done / all_chunks),
+        percentage=100 * done // all_chunks,
         message=f"embedding {done}/{all_chunks} chunks",
     )
-    events.publish_document_progress(document_id=claim.document_id, counts=counts)
+    events.publish_document_progress(document_id=claim.document_id, generation=claim.generation, counts=counts)
 
 

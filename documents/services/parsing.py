@@ -81,7 +81,7 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
                 document_id=document_id, from_statuses=DOCUMENT_RUN_SOURCES, to=DocStatus.INDEXING,
                 actor=history.WORKER, reason=reason, new_generation=True, job_id=job_id, **fields,
             )
-        job_services.job_set_progress(job_id=job_id, percentage=1, message=f"parsing {document.filename}")
+        job_services.job_set_progress(job_id=job_id, percentage=0, message=f"parsing {document.filename}")
     return document
 
 
@@ -293,9 +293,10 @@ def _finish_parsing(
                          **(parsed.metadata or {})}
     document.save(update_fields=["parsing_finished_at", "metadata", "updated_at"])
     to_embed = [chunk_id for chunk_id in chunk_ids if chunk_id not in replaced]
+    # Unchanged chunks are already final: the document's progress counts them.
     job_services.job_set_progress(
         job_id=job_id,
-        percentage=10,
+        percentage=100 * len(replaced) // len(chunk_ids),
         message=f"embedding 0/{len(to_embed)} chunks ({len(replaced)} unchanged)",
         chunks_created=len(chunk_ids),
     )
@@ -352,7 +353,7 @@ def document_retry_chunks(*, document_id: int, job_id: int) -> None:
                           to=ChunkStatus.PENDING, **requeue)
         Chunk.objects.filter(id__in=chunk_ids, status=ChunkStatus.PENDING).update(updated_at=now, **requeue)
         Document.objects.filter(id=document_id).update(parsing_finished_at=now)
-        job_services.job_set_progress(job_id=job_id, percentage=10,
+        job_services.job_set_progress(job_id=job_id, percentage=0,
                                       message=f"retrying 0/{len(chunk_ids)} chunks ({_retry_breakdown(counts)})",
                                       chunks_created=len(chunk_ids))
         job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)

@@ -13,10 +13,11 @@ from documents.models import Project
 
 @transaction.atomic
 def project_create(
-    *, name: str, embedder: str | None = None, members=(), actor: str = history.SYSTEM
+    *, name: str, embedder: str | None = None, members=(), owner=None, actor: str = history.SYSTEM
 ) -> Project:
     """Create a project and pin its embedding model (from `embedder` or
-    MIRAGE_EMBEDDER)."""
+    MIRAGE_EMBEDDER). The owner (if any) is a member too; names are unique
+    per owner."""
     spec = embedder or settings.MIRAGE_EMBEDDER
     provider = get_embedder(spec)
     project = Project.objects.create(
@@ -24,7 +25,11 @@ def project_create(
         embedder=spec,
         embedding_model=provider.model_id,
         embedding_dimensions=provider.dimensions,
+        owner=owner,
     )
+    members = list(members)
+    if owner is not None and owner not in members:
+        members.append(owner)
     if members:
         project.members.add(*members)
     history.audit_record(project_id=project.id, actor=actor, action="project.created", target=f"project {name}",

@@ -38,12 +38,27 @@ class EmptyUpload(UploadRejected):
 
 
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^\w.\- ()+,@]", re.UNICODE)
+MAX_DISPLAY_NAME = 255
+
+
+def display_filename(name: str) -> str:
+    """The name as the user gave it, for display, the API and search results,
+    with only what is dangerous taken out: any directory part, control
+    characters and the format characters that reorder text (bidi overrides
+    and isolates, which can make `exe.pdf` read as `fdp.exe`)."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").split("/")[-1]
+    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf")).strip()
+    if name in ("", ".", ".."):
+        name = "document"
+    return name[:MAX_DISPLAY_NAME]
 
 
 def sanitize_filename(name: str) -> str:
-    """A safe base name: no directories, no control characters, no leading dots."""
-    name = unicodedata.normalize("NFC", name or "")
-    name = name.replace("\\", "/").split("/")[-1]
+    """The name the stored file gets: a safe base name (letters, digits and
+    a few punctuation marks), no directories, no control characters, no
+    leading dots."""
+    name = display_filename(name)
     name = _UNSAFE_FILENAME_CHARS.sub("_", name).strip(" .")
     if not name:
         name = "document"
@@ -100,7 +115,8 @@ def document_submit(
     or parsers.UnsupportedFileType (with `detected_type`) for files that
     cannot become documents.
     """
-    filename = sanitize_filename(filename)
+    storage_name = sanitize_filename(filename)
+    filename = display_filename(filename)
     spool, sha256, size, head = _spool(source, settings.MIRAGE_MAX_UPLOAD_MB * 1024 * 1024)
     with spool:
         if size == 0:
@@ -117,7 +133,7 @@ def document_submit(
             content_sha256=sha256,
             metadata=metadata or {},
         )
-        document.file.save(filename, File(spool, name=filename), save=False)
+        document.file.save(storage_name, File(spool, name=storage_name), save=False)
     try:
         with transaction.atomic():
             document.save()

@@ -1,9 +1,9 @@
 import threading
-import time
 
 import pytest
 
 from documents.coalescing import Coalescer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -28,20 +28,23 @@ def run_concurrently(coalescer, items):
     return results
 
 
-def test_each_caller_gets_its_own_result_and_callers_share_runs():
+def test_callers_that_arrive_while_a_batch_runs_share_the_next_one_and_get_their_own_results():
     calls: list[list[int]] = []
 
     def square_all(items):
         calls.append(list(items))
-        time.sleep(0.02)
+        if len(calls) == 1:
+            # Hold the first batch until every other caller is waiting.
+            wait_until(lambda: len(coalescer._waiting) == 15, timeout=30, interval=0.001,
+                       message="the other 15 callers waiting")
         return [item * item for item in items]
 
     coalescer = Coalescer(square_all)
     results = run_concurrently(coalescer, list(range(1, 17)))
 
     assert results == {item: item * item for item in range(1, 17)}
-    assert sum(len(call) for call in calls) == 16
-    assert len(calls) < 16
+    assert [len(call) for call in calls] == [1, 15]
+    assert sorted(calls[0] + calls[1]) == list(range(1, 17))
 
 
 def test_a_lone_caller_runs_its_item_at_once():
@@ -52,7 +55,6 @@ def test_a_lone_caller_runs_its_item_at_once():
 
 def test_a_failed_run_reaches_every_caller_of_its_batch_and_no_other():
     def fail_on_seven(items):
-        time.sleep(0.01)
         if 7 in items:
             raise RuntimeError("seven")
         return items
@@ -69,7 +71,6 @@ def test_batches_never_exceed_the_maximum_and_every_item_runs_once():
     def record(items):
         assert len(items) <= 3
         seen.extend(items)
-        time.sleep(0.01)
         return items
 
     coalescer = Coalescer(record, max_batch=3)

@@ -4,7 +4,6 @@ fail with a clear message. Skipped when the corpus is not checked out."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,11 @@ import pytest
 from documents.chunking import ChunkDraft, chunk_sections
 from documents.embeddings.base import estimate_tokens
 from documents.parsers import ParseError, UnsupportedFileType, parse_file
+from tests.support.corpus import CORPUS, requires_corpus
 
 pytestmark = pytest.mark.unit
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+
 # The local model takes 256 tokens; [CLS] and [SEP] take two of them.
 MAX_TOKENS = 256 - 2
 OVERLAP_TOKENS = 32
@@ -46,7 +46,6 @@ def corpus_files() -> list[str]:
 
 READABLE = [name for name in corpus_files() if name not in BAD_INPUTS]
 
-requires_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="test corpus not available")
 
 
 def parse_and_chunk(name: str, count_tokens) -> tuple[str, list[ChunkDraft]]:
@@ -104,11 +103,9 @@ def test_corpus_holds_the_expected_bad_inputs():
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
 def test_bad_input_is_refused_with_a_clear_message(name):
     expected_type, message_start = BAD_INPUTS[name]
-    started = time.perf_counter()
     with pytest.raises(ParseError) as caught:
         document = parse_file(CORPUS / name, Path(name).name)
         list(document.sections)
-    assert time.perf_counter() - started < 10
     assert type(caught.value) is expected_type
     assert str(caught.value).startswith(message_start)
     if expected_type is UnsupportedFileType:
@@ -144,17 +141,6 @@ def test_no_corpus_chunk_exceeds_the_model_limit_with_the_bert_tokenizer(corpus_
 
 
 @requires_corpus
-def test_estimate_tokens_never_undercounts_a_corpus_chunk(corpus_chunks, bert_count_tokens):
-    undercounted = [
-        (name, draft.position, draft.token_count, estimate_tokens(draft.content))
-        for name, (_, chunks) in corpus_chunks.items()
-        for draft in chunks
-        if estimate_tokens(draft.content) < draft.token_count
-    ]
-    assert undercounted == []
-
-
-@requires_corpus
 def test_corpus_headings_pages_and_chapters_come_through(corpus_chunks):
     _, release_notes = corpus_chunks["markdown/fastapi-release-notes.md"]
     assert release_notes[0].structure["title"] == "Release Notes"
@@ -184,10 +170,3 @@ def test_adversarial_readable_files_parse_to_sane_chunks(corpus_chunks):
     assert sum(len(draft.content) for draft in long_line) > 1_400_000
 
 
-@requires_corpus
-def test_long_release_notes_chunk_quickly_with_the_bert_tokenizer(bert_count_tokens):
-    started = time.perf_counter()
-    _, chunks = parse_and_chunk("markdown/fastapi-release-notes.md", bert_count_tokens)
-    elapsed = time.perf_counter() - started
-    assert chunks
-    assert elapsed < 10, f"chunking took {elapsed:.1f}s"

@@ -1,5 +1,4 @@
 import threading
-import time
 
 import pytest
 
@@ -15,18 +14,16 @@ class CountingEmbedder:
     dimensions = 2
     max_input_tokens = 100
 
-    def __init__(self, *, fail_on=None, transient=False, delay=0.0):
+    def __init__(self, *, fail_on=None, transient=False):
         self.calls: list[list[str]] = []
         self.fail_on = fail_on
         self.transient = transient
-        self.delay = delay
 
     def count_tokens(self, text):
         return len(text.split())
 
     def embed_batch(self, texts):
         self.calls.append(list(texts))
-        time.sleep(self.delay)
         if self.transient:
             raise TransientEmbeddingError("503")
         if self.fail_on and any(self.fail_on in text for text in texts):
@@ -55,24 +52,38 @@ def run_callers(batcher, texts):
 
 
 def test_concurrent_callers_share_provider_calls_and_get_their_own_vectors():
-    embedder = CountingEmbedder(delay=0.01)
-    batcher = MicroBatcher(embedder, max_batch=64, max_wait_seconds=0.5)
+    embedder = CountingEmbedder()
+    # A generous wait: the batch goes as soon as every announced caller has
+    # arrived, so the bound is only a safety net.
+    batcher = MicroBatcher(embedder, max_batch=64, max_wait_seconds=60)
     texts = [f"text number {i}" * (i + 1) for i in range(16)]
 
     results = run_callers(batcher, texts)
 
     assert all(results[text].vector == [float(len(text)), 1.0] for text in texts)
-    assert sum(len(call) for call in embedder.calls) == 16
-    assert len(embedder.calls) < 16
+    assert [sorted(call) for call in embedder.calls] == [sorted(texts)]
+
+
+def waits_of(batcher) -> list:
+    """Record every time the batcher would block waiting for other callers."""
+    waits = []
+    wait = batcher._condition.wait
+
+    def recorded(timeout=None):
+        waits.append(timeout)
+        return wait(timeout)
+
+    batcher._condition.wait = recorded
+    return waits
 
 
 def test_a_lone_caller_is_not_delayed():
     embedder = CountingEmbedder()
     batcher = MicroBatcher(embedder, max_wait_seconds=5.0)
-    started = time.monotonic()
+    waits = waits_of(batcher)
     with expecting():
         assert batcher.embed("alone").vector == [5.0, 1.0]
-    assert time.monotonic() - started < 1.0
+    assert waits == []
 
 
 def test_one_rejected_text_does_not_fail_its_neighbours():
@@ -91,7 +102,7 @@ def test_a_transient_failure_reaches_every_caller_of_the_batch():
 
 
 def test_batches_never_exceed_the_maximum():
-    embedder = CountingEmbedder(delay=0.01)
+    embedder = CountingEmbedder()
     batcher = MicroBatcher(embedder, max_batch=4, max_wait_seconds=0.5)
     run_callers(batcher, [f"t{i}" for i in range(12)])
     assert max(len(call) for call in embedder.calls) <= 4
@@ -115,10 +126,10 @@ def test_a_caller_that_already_submitted_is_not_waited_for():
     thread.start()
     try:
         assert submitted.wait(timeout=10)
-        started = time.monotonic()
+        waits = waits_of(batcher)
         with expecting():
             assert batcher.embed("second").vector == [6.0, 1.0]
-        assert time.monotonic() - started < 1.0
+        assert waits == []
     finally:
         release.set()
         thread.join(timeout=10)

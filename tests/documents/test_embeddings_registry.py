@@ -88,11 +88,10 @@ def test_openai_is_configured_from_settings(settings):
 
 def test_a_request_budget_is_shared_when_requests_per_minute_is_set(settings):
     settings.MIRAGE_EMBED_REQUESTS_PER_MINUTE = 500
-    settings.MIRAGE_REDIS_URL = "redis://127.0.0.1:6379/9"
     budget = get_embedder("openai")._http._budget
     assert isinstance(budget, RequestBudget)
     assert budget.requests_per_minute == 500
     assert (
         budget.key
-        == "mirage:embeddings:requests:openai:" + settings.MIRAGE_OPENAI_MODEL
+        == settings.MIRAGE_REDIS_PREFIX + "embeddings:requests:openai:" + settings.MIRAGE_OPENAI_MODEL
     )

@@ -7,14 +7,15 @@ from documents import services
 from documents.models import Chunk, Document
 from documents.parsers import ParseError
 from mirage.celery import app as celery_app
-from tests.support.factories import CORPUS, make_project
+from tests.support.corpus import CORPUS, requires_corpus
+from tests.support.factories import make_project
 from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not CORPUS.exists(), reason="shared corpus not present"),
+    requires_corpus,
 ]
 
 BAD_INPUTS = {

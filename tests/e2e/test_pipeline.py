@@ -3,7 +3,8 @@ import pytest
 
 from documents.models import Chunk, Document
 from jobs.models import Job
-from tests.support.factories import CORPUS, make_project, markdown_document, submit_bytes, submit_path
+from tests.support.corpus import CORPUS, requires_corpus
+from tests.support.factories import make_project, markdown_document, submit_bytes, submit_path
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -70,7 +71,7 @@ def test_unreadable_file_gives_document_error_and_failed_job(worker):
     assert Chunk.objects.filter(document=document).count() == 0
 
 
-@pytest.mark.skipif(not (CORPUS / "pdf" / "epson-scan.pdf").exists(), reason="shared corpus not present")
+@requires_corpus
 def test_image_only_pdf_is_an_error_never_ready_with_zero_chunks(worker):
     project = make_project()
     submission = submit_path(project, CORPUS / "pdf" / "epson-scan.pdf")
@@ -137,16 +138,37 @@ def test_text_shared_by_two_documents_is_embedded_once(worker):
 def test_ingest_command_waits_with_progress_and_prints_the_outcome(worker, tmp_path):
     from io import StringIO
 
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
 
     (tmp_path / "notes.md").write_bytes(markdown_document(sections=3))
     (tmp_path / "photo.md").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4)
     out = StringIO()
 
-    call_command("ingest", str(tmp_path), project="cli", embedder="hash", wait=True, timeout=120, stdout=out)
+    with pytest.raises(CommandError, match="files were refused") as refused:
+        call_command("ingest", str(tmp_path), project="cli", embedder="hash", wait=True, timeout=120, stdout=out)
+    assert refused.value.returncode == 3
 
     text = out.getvalue()
     assert "refused" in text and "photo.md" in text and "JPEG" in text
     assert "100%" in text
     assert "ready     notes.md" in text
     assert "job" in text and "completed" in text
+
+
+def test_ingest_exits_4_when_a_document_ends_error_and_0_when_all_are_ready(worker, tmp_path):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "notes.md").write_bytes(markdown_document(sections=2))
+    call_command("ingest", str(tmp_path / "good"), project="exit-codes", embedder="hash", wait=True, timeout=120,
+                 stdout=StringIO())
+
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "blank.md").write_bytes(b"   \n\n   \n")
+    out = StringIO()
+    with pytest.raises(CommandError, match="documents did not end ready") as failed:
+        call_command("ingest", str(tmp_path / "blank"), project="exit-codes", wait=True, timeout=120, stdout=out)
+    assert failed.value.returncode == 4
+    assert "error     blank.md" in out.getvalue()

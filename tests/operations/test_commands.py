@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from documents.models import Chunk, Document
+from documents.models import Chunk, Document, Project
 from jobs import services as job_services
 from jobs.models import Job
 from tests.support.factories import make_project, markdown_document, submit_bytes
@@ -164,3 +164,44 @@ def test_healthcheck_fails_with_the_reason_when_redis_does_not_answer():
     lines = out.getvalue().splitlines()
     assert lines[0] == "database: ok"
     assert lines[1].startswith("redis: FAILED") and "Connection refused" in lines[1]
+
+
+def test_ingest_owner_makes_the_project_visible_to_that_user_and_says_so(tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.support.factories import make_user
+
+    alice = make_user(username="alice-owner")
+    (tmp_path / "notes.md").write_bytes(b"# Notes\n\nSome text worth indexing.\n")
+    out = StringIO()
+    call_command("ingest", str(tmp_path), project="shared-notes", embedder="hash", owner="alice-owner", stdout=out)
+    project = Project.objects.get(name="shared-notes")
+    assert project.owner == alice
+    assert list(project.members.all()) == [alice]
+    assert "visible through the API to: alice-owner" in out.getvalue()
+
+
+def test_ingest_without_owner_says_only_staff_see_the_project(tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    (tmp_path / "notes.md").write_bytes(b"# Notes\n\nSome text worth indexing.\n")
+    out = StringIO()
+    call_command("ingest", str(tmp_path), project="ownerless", embedder="hash", stdout=out)
+    assert "has no members: only staff see it" in out.getvalue()
+
+
+def test_ingest_exits_3_when_a_file_is_refused_and_names_an_unknown_owner(tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    (tmp_path / "photo.md").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4)
+    with pytest.raises(CommandError) as refused:
+        call_command("ingest", str(tmp_path), project="refusals", embedder="hash", stdout=StringIO())
+    assert refused.value.returncode == 3
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        call_command("ingest", str(tmp_path), project="refusals", owner="nobody", stdout=StringIO())

@@ -9,14 +9,15 @@ from django.contrib.auth import get_user_model
 
 from documents import services
 from documents.models import Document, Project
+from tests.support.corpus import CORPUS  # noqa: F401 - the tests import it from here too
 
 _counter = itertools.count(1)
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 
 
-def make_project(*, name: str | None = None, embedder: str = "hash", members=()) -> Project:
-    return services.project_create(name=name or f"project-{next(_counter)}", embedder=embedder, members=members)
+def make_project(*, name: str | None = None, embedder: str = "hash", members=(), owner=None) -> Project:
+    return services.project_create(name=name or f"project-{next(_counter)}", embedder=embedder, members=members,
+                                   owner=owner)
 
 
 def make_user(*, username: str | None = None, staff: bool = False, password: str = "pw-for-tests-123"):

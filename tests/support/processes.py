@@ -62,6 +62,10 @@ class Stack:
             **environment,
         }
 
+    @property
+    def redis_prefix(self) -> str:
+        return self.env.get("MIRAGE_REDIS_PREFIX") or settings.MIRAGE_REDIS_PREFIX
+
     # --- Redis -----------------------------------------------------------------
 
     def start_redis(self) -> None:
@@ -100,6 +104,8 @@ class Stack:
         # A bare app on the private broker, never the current app: tasks the
         # test process sends later must still go to the suite's Redis.
         probe = Celery(broker=self.redis_url, set_as_current=False)
+        # The deployment's prefix applies to control messages too.
+        probe.conf.broker_transport_options = {"global_keyprefix": self.redis_prefix}
         try:
             replies = probe.control.ping(timeout=1.0)
         except Exception:  # noqa: BLE001 - the broker may be restarting

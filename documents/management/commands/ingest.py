@@ -1,10 +1,21 @@
-"""python manage.py ingest PATH... --project NAME [--wait]"""
+"""python manage.py ingest PATH... --project NAME [--owner USER] [--wait [--strict]]
+
+Exit codes, for scripts:
+  0  every file was accepted (and, with --wait, every document ended
+     `ready`, or `partial` without --strict)
+  1  the command could not run (unknown path, project or user, bad option)
+  3  a file was refused (unsupported type, empty, too large)
+  4  with --wait: a document ended `error` or `cancelled` (or `partial`
+     with --strict)
+  5  with --wait: documents were still indexing at --timeout
+When several apply, the highest code is returned."""
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from documents import selectors, services
@@ -15,6 +26,9 @@ from documents.parsers import ParseError
 from jobs.models import Job
 
 BAR_WIDTH = 28
+EXIT_REFUSED = 3
+EXIT_FAILED = 4
+EXIT_TIMEOUT = 5
 
 
 def _files(paths: list[str]):
@@ -45,17 +59,26 @@ class Command(BaseCommand):
         parser.add_argument("paths", nargs="+")
         parser.add_argument("--project", required=True, help="project name (created if missing)")
         parser.add_argument("--embedder", help="embedder for a new project (default: MIRAGE_EMBEDDER)")
+        parser.add_argument("--owner", help="username that owns a new project and can see it through the API")
         parser.add_argument("--wait", action="store_true", help="show progress until every document is final")
+        parser.add_argument("--strict", action="store_true",
+                            help="with --wait, a `partial` document is a failure (exit 4), not a warning")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
 
     def handle(self, *args, **options):
-        project = Project.objects.filter(name=options["project"]).first()
+        owner = None
+        if options["owner"]:
+            owner = get_user_model().objects.filter(username=options["owner"]).first()
+            if owner is None:
+                raise CommandError(f"no user named {options['owner']!r}")
+        project = Project.objects.filter(name=options["project"], owner=owner).first()
         if project is None:
             try:
-                project = services.project_create(name=options["project"], embedder=options["embedder"])
+                project = services.project_create(name=options["project"], embedder=options["embedder"], owner=owner)
             except (ValueError, EmbeddingError) as exc:
                 raise CommandError(f"cannot create project {options['project']!r}: {exc}") from None
             self.stdout.write(f"created project {project.name!r} (model {project.embedding_model})")
+        self.stdout.write(_who_can_see(project))
         document_ids: list[int] = []
         refused = 0
         for path in _files(options["paths"]):
@@ -72,12 +95,18 @@ class Command(BaseCommand):
                 self.stdout.write(f"queued {path} (document {document.id}, job {submission.job.id})")
             else:
                 self.stdout.write(f"already in project: {path} (document {document.id}, {document.status})")
+        exit_code = 0
         if options["wait"] and document_ids:
-            self._wait(document_ids, options["timeout"])
+            exit_code = self._wait(document_ids, options["timeout"], strict=options["strict"])
         if refused:
             self.stdout.write(self.style.WARNING(f"{refused} file(s) refused"))
+            exit_code = max(exit_code, EXIT_REFUSED)
+        if exit_code:
+            reasons = {EXIT_REFUSED: "files were refused", EXIT_FAILED: "documents did not end ready",
+                       EXIT_TIMEOUT: "documents were still indexing at the timeout"}
+            raise CommandError(reasons[exit_code], returncode=exit_code)
 
-    def _wait(self, document_ids: list[int], timeout: float) -> None:
+    def _wait(self, document_ids: list[int], timeout: float, *, strict: bool) -> int:
         interactive = self.stdout.isatty() if hasattr(self.stdout, "isatty") else sys.stdout.isatty()
         deadline = time.monotonic() + timeout
         last_printed: dict[int, tuple] = {}
@@ -104,9 +133,12 @@ class Command(BaseCommand):
             if all(document.status in Document.FINAL_STATUSES for document in documents):
                 break
             if time.monotonic() > deadline:
-                raise CommandError(f"documents still indexing after {timeout:.0f} s")
+                self.stdout.write(self.style.ERROR(f"documents still indexing after {timeout:.0f} s"))
+                return EXIT_TIMEOUT
             time.sleep(0.5)
         self._summary(documents)
+        failing = {Document.Status.ERROR, Document.Status.CANCELLED} | ({Document.Status.PARTIAL} if strict else set())
+        return EXIT_FAILED if any(document.status in failing for document in documents) else 0
 
     def _summary(self, documents: list[Document]) -> None:
         self.stdout.write("")
@@ -120,3 +152,11 @@ class Command(BaseCommand):
                 line += f" - {document.error_message}"
             style = self.style.SUCCESS if document.status == Document.Status.READY else self.style.WARNING
             self.stdout.write(style(line))
+
+
+def _who_can_see(project: Project) -> str:
+    members = sorted(project.members.values_list("username", flat=True))
+    if members:
+        return f"project {project.name!r} (id {project.id}) is visible through the API to: {', '.join(members)}"
+    return (f"project {project.name!r} (id {project.id}) has no members: only staff see it through the API "
+            "(use --owner USER to give it one)")
