@@ -221,7 +221,7 @@ def _stamp_publish(
                 logger.warning("monitoring: could not prune expired messages of %s: %s", routing_key, exc)
             else:
                 if removed:
-                    logger.warning(
+                    logger.info(
                         "%s expired reconcile messages removed from queue %s: no worker took them "
                         "within their interval",
                         removed,
