@@ -5,6 +5,7 @@
 - GET /livez (open, no details): the web process answers.
 - GET /readyz (open, no details): the database and the broker answer.
 """
+
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
@@ -20,15 +21,17 @@ HEALTH = inline_serializer(
     "Health",
     {
         "status": serializers.ChoiceField(choices=["ok", "degraded"]),
-        "reasons": serializers.ListField(child=serializers.CharField(),
-                                         help_text="Each fault in words; empty when healthy."),
+        "reasons": serializers.ListField(
+            child=serializers.CharField(), help_text="Each fault in words; empty when healthy."
+        ),
         "database": serializers.DictField(),
         "redis": serializers.DictField(),
         "workers": serializers.DictField(),
         "queues": serializers.DictField(help_text="Per queue: consumers (worker names), depth, oldest_age_seconds."),
         "beat": serializers.DictField(help_text="last_tick_at, seconds_since_last_tick, ok."),
         "reconcilers": serializers.DictField(
-            help_text="Per reconciler: last_success_at, last_duration_seconds, last_repairs, repairs_total, ..."),
+            help_text="Per reconciler: last_success_at, last_duration_seconds, last_repairs, repairs_total, ..."
+        ),
     },
 )
 
@@ -55,5 +58,4 @@ def livez(request: HttpRequest) -> HttpResponse:
 def readyz(request: HttpRequest) -> HttpResponse:
     """The database and the broker answer: this process can take traffic."""
     ready = database_check()["ok"] and redis_check()["ok"]
-    return HttpResponse("ready\n" if ready else "not ready\n", status=200 if ready else 503,
-                        content_type="text/plain")
+    return HttpResponse("ready\n" if ready else "not ready\n", status=200 if ready else 503, content_type="text/plain")

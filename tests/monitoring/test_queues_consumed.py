@@ -1,5 +1,6 @@
 """Every Mirage queue has a consumer in every way of running the stack, and
 the runbook says which queues must be consumed."""
+
 import shlex
 from pathlib import Path
 
