@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from documents.models import Chunk, Document
+from monitoring import store
 from tests.chaos.test_fault_injection import RECONCILE_SECONDS, RECORDING, all_final, write_documents
 from tests.support import figures
 from tests.support.processes import Stack, elapsed_since
@@ -86,7 +87,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 
 def beat_ticks(stack: Stack, count: int) -> None:
     """Wait until beat has sent its reconcilers `count` more times."""
-    key = "mirage:monitoring:beat:last_tick"
+    key = store.key("beat", "last_tick")
     seen = {stack.redis().get(key)}
     wait_until(
         lambda: seen.add(stack.redis().get(key)) or len(seen) > count,
