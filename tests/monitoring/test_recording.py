@@ -139,3 +139,11 @@ def test_provider_calls_are_timed_and_their_errors_counted_by_kind(monitoring_re
     counters = store.client().hgetall(store.key("counters"))
     assert counters[b"provider_errors|failing|transient"] == b"1"
     assert b"provider_errors|hash|transient" not in counters
+
+
+def test_the_database_scheduler_keeps_each_entrys_expiry():
+    from django_celery_beat.schedulers import ModelEntry
+
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        model_entry = ModelEntry.from_entry(name, app=app, **entry)
+        assert model_entry.options["expires"] == int(entry["schedule"]), name
