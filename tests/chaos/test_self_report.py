@@ -6,9 +6,11 @@ comes back. Beat stopped is named too."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -155,10 +157,12 @@ def test_a_missing_maintenance_consumer_is_named_and_its_work_repaired_once_one_
         assert held > 0
         assert Chunk.objects.filter(status="processing", lease_expires_at__lt=_now()).count() == held
         assert Document.objects.filter(project__name="unrepaired", status="indexing").exists()
-        depth = stack.redis().llen("maintenance")
-        assert depth <= 6  # at most one interval's reconcile messages, none older
-        report = operator.health().json()
-        assert report["queues"]["maintenance"]["oldest_age_seconds"] <= 2 * RECONCILE_SECONDS
+        # Beat sent each interval reconciler at least four times by now;
+        # expired copies were removed, so at most the last two of each wait
+        # (the one being replaced may not have expired yet).
+        waiting = Counter(json.loads(raw)["headers"]["task"] for raw in stack.redis().lrange("maintenance", 0, -1))
+        depth = sum(waiting.values())
+        assert waiting and max(waiting.values()) <= 2, waiting
         assert "removed from queue maintenance" in stack.log("beat")
 
         # A maintenance consumer starts: the stranded chunks are repaired.
