@@ -10,7 +10,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/local-model.txt
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down migrate run demo test test-unit test-e2e browser lint bench clean
+.PHONY: help venv services services-down migrate run demo test test-unit test-e2e browser prometheus lint bench clean
 
 help:
 	@echo "make demo        set up, run the pipeline on real documents, print results"
@@ -44,7 +44,7 @@ run: migrate
 demo: migrate
 	$(MANAGE) demo $(DEMO_PATHS)
 
-test: services browser
+test: services browser prometheus
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium; install it when missing and
@@ -56,6 +56,18 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 		else \
 			echo "chromium/chromedriver not found: browser tests will be skipped (apt-get install chromium chromium-driver)"; \
+		fi; \
+	fi
+
+# The alert-rule tests run promtool and the metrics test a real Prometheus
+# server, both from Debian's prometheus package; installed like chromium above.
+prometheus:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing prometheus (promtool and the server, for the metrics tests)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else \
+			echo "promtool/prometheus not found: the alert-rule and Prometheus tests will be skipped (apt-get install prometheus)"; \
 		fi; \
 	fi
 

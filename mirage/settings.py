@@ -22,6 +22,8 @@ ALLOWED_HOSTS = env.list("MIRAGE_ALLOWED_HOSTS", default=["localhost", "127.0.0.
 CSRF_TRUSTED_ORIGINS = env.list("MIRAGE_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # First: its admin/base_site.html (the degraded banner) overrides the admin's.
+    "documents.monitoring",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -34,12 +36,16 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_prometheus",
     "common",
     "jobs",
     "documents",
 ]
 
 MIDDLEWARE = [
+    # django-prometheus: request counts and latencies (first and last, so
+    # they measure everything in between).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -48,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "mirage.urls"
@@ -79,6 +86,10 @@ def _database_from_url(url: str) -> dict:
     # (MIRAGE_WORKER_DATABASE_CONN_MAX_AGE, applied in mirage/celery.py).
     config["CONN_MAX_AGE"] = env.int("MIRAGE_DATABASE_CONN_MAX_AGE", default=0)
     config["CONN_HEALTH_CHECKS"] = True
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # The same backend, counting connections, queries and their duration
+        # for /metrics (django-prometheus).
+        config["ENGINE"] = "django_prometheus.db.backends.postgresql"
     return config
 
 
@@ -174,6 +185,12 @@ MIRAGE_HNSW_EF_SEARCH = env.int("MIRAGE_HNSW_EF_SEARCH", default=400)
 # (every distance computed): faster than an index walk that must skip other
 # projects' rows, and never misses. 0 always uses the HNSW index.
 MIRAGE_EXACT_SEARCH_MAX_CHUNKS = env.int("MIRAGE_EXACT_SEARCH_MAX_CHUNKS", default=5000)
+
+# /healthz reports a queue whose oldest message has waited longer than this.
+MIRAGE_QUEUE_MAX_WAIT_SECONDS = env.int("MIRAGE_QUEUE_MAX_WAIT_SECONDS", default=900)
+# GET /metrics requires `Authorization: Bearer <this>` when set; empty: open
+# (restrict it at the proxy).
+MIRAGE_METRICS_TOKEN = env("MIRAGE_METRICS_TOKEN", default="")
 
 MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
 MIRAGE_OLLAMA_MODEL = env("MIRAGE_OLLAMA_MODEL", default="mxbai-embed-large")
@@ -292,40 +309,24 @@ SPECTACULAR_SETTINGS = {
 # --- Reconcilers (Celery beat) ------------------------------------------------
 # Defined here; django-celery-beat copies them into the database, where an
 # operator can disable one in the admin (the choice survives restarts).
+
+
+def _periodic(task: str, every: float) -> dict:
+    """A beat entry whose messages expire after one period: nobody consuming
+    the maintenance queue must not leave a pile of them (beat also removes
+    expired ones, see documents/monitoring/recording.py). `expires` is what Celery's
+    own schedulers pass on; django-celery-beat stores `expire_seconds`."""
+    return {"task": task, "schedule": float(every),
+            "options": {"expires": float(every), "expire_seconds": max(1, int(every))}}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "finalize-settled-documents": {
-        "task": "reconcile.finalize_settled_documents",
-        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
-        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
-    },
-    "redispatch-stuck-chunks": {
-        "task": "reconcile.redispatch_stuck_chunks",
-        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
-        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
-    },
-    "redispatch-unparsed-documents": {
-        "task": "reconcile.redispatch_unparsed_documents",
-        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
-        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
-    },
-    "admit-pending-jobs": {
-        "task": "reconcile.admit_pending_jobs",
-        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
-        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS * 3},
-    },
-    "fail-timed-out-jobs": {
-        "task": "reconcile.fail_timed_out_jobs",
-        "schedule": 60.0,
-        "options": {"expire_seconds": 120},
-    },
-    "purge-finished-jobs": {
-        "task": "reconcile.purge_finished_jobs",
-        "schedule": 3600.0,
-        "options": {"expire_seconds": 1800},
-    },
-    "purge-history": {
-        "task": "reconcile.purge_history",
-        "schedule": 3600.0,
-        "options": {"expire_seconds": 1800},
-    },
+    "finalize-settled-documents": _periodic("reconcile.finalize_settled_documents", MIRAGE_RECONCILE_INTERVAL_SECONDS),
+    "redispatch-stuck-chunks": _periodic("reconcile.redispatch_stuck_chunks", MIRAGE_RECONCILE_INTERVAL_SECONDS),
+    "redispatch-unparsed-documents": _periodic("reconcile.redispatch_unparsed_documents",
+                                               MIRAGE_RECONCILE_INTERVAL_SECONDS),
+    "admit-pending-jobs": _periodic("reconcile.admit_pending_jobs", MIRAGE_RECONCILE_INTERVAL_SECONDS),
+    "fail-timed-out-jobs": _periodic("reconcile.fail_timed_out_jobs", 60),
+    "purge-finished-jobs": _periodic("reconcile.purge_finished_jobs", 3600),
+    "purge-history": _periodic("reconcile.purge_history", 3600),
 }

@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from mirage.health import HealthApi
+from documents.monitoring.admin_views import system_page
+from documents.monitoring.metrics import metrics_view
+from mirage.health import HealthApi, livez, readyz
 
 api_v1 = [
     path("", include("documents.api.urls")),
@@ -11,11 +13,16 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # Before admin/: the admin's catch-all would answer it otherwise.
+    path("admin/system/", admin.site.admin_view(system_page), name="mirage-system"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", HealthApi.as_view(), name="healthz"),
+    path("livez", livez, name="livez"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 # Unmatched paths answer JSON like every API error, not Django's HTML page.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 
@@ -27,6 +27,13 @@ _thread = threading.local()
 # Every batcher of the process is woken when an announced caller gives up
 # (its chunk was already done, or cached), so nobody waits for it.
 _batchers: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
+
+# Called after every provider call as observer(provider=..., seconds=...,
+# texts=..., error=None or the exception). Monitoring appends its recorder
+# here, so this module stays unaware of where figures go. An observer must
+# not raise.
+BatchObserver = Callable[..., None]
+batch_observers: list[BatchObserver] = []
 
 
 @contextmanager
@@ -65,7 +72,7 @@ class MicroBatcher(Coalescer[str, Embedding]):
     `max_wait_seconds`."""
 
     def __init__(self, embedder: Embedder, *, max_batch: int = 64, max_wait_seconds: float = 0.01) -> None:
-        super().__init__(embedder.embed_batch, max_batch=max_batch)
+        super().__init__(self._embed_batch, max_batch=max_batch)
         self.embedder = embedder
         self.max_wait_seconds = max_wait_seconds
         _batchers.add(self)
@@ -74,6 +81,17 @@ class MicroBatcher(Coalescer[str, Embedding]):
         """Embed one text, batched with whatever else arrives meanwhile.
         Raises what the provider raised for this text."""
         return self.submit(text)
+
+    def _embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
+        """One provider call, timed for the observers."""
+        started = time.perf_counter()
+        try:
+            embeddings = self.embedder.embed_batch(texts)
+        except BaseException as exc:
+            _observe(self.embedder, started, len(texts), exc)
+            raise
+        _observe(self.embedder, started, len(texts), None)
+        return embeddings
 
     def _arrived(self) -> None:
         _withdraw()
@@ -92,3 +110,9 @@ class MicroBatcher(Coalescer[str, Embedding]):
                 self._run([item])
             return
         super()._failed(batch, exc)
+
+
+def _observe(embedder: Embedder, started: float, texts: int, error: BaseException | None) -> None:
+    seconds = time.perf_counter() - started
+    for observer in batch_observers:
+        observer(provider=embedder.name, seconds=seconds, texts=texts, error=error)

@@ -2,15 +2,15 @@ import threading
 
 import pytest
 
-from mirage import health
+from documents.monitoring import queues
 
 pytestmark = [pytest.mark.unit]
 
 
 def test_twenty_concurrent_worker_checks_all_answer():
-    """Concurrent broker pings used to exhaust the broker pool and hang."""
+    """Concurrent broker broadcasts used to exhaust the broker pool and hang."""
     results: list[dict] = []
-    threads = [threading.Thread(target=lambda: results.append(health._workers())) for _ in range(20)]
+    threads = [threading.Thread(target=lambda: results.append(queues.workers_snapshot())) for _ in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -103,3 +103,14 @@ def test_an_indexing_document_never_reads_100_percent(project):
     Document.objects.filter(id=document.id).update(status="ready")
     annotated = selectors.documents_with_progress(Document.objects.filter(id=document.id)).get()
     assert selectors.progress_percent(annotated) == 100
+
+
+def test_healthz_names_worker_hosts_to_staff_only(api, staff):
+    from tests.api.conftest import client_for
+
+    member = api.get("/healthz").json()
+    assert "names" not in member["workers"]
+    assert all(isinstance(queue["consumers"], int) for queue in member["queues"].values())
+    staff_view = client_for(staff).get("/healthz").json()
+    assert "names" in staff_view["workers"]
+    assert all(isinstance(queue["consumers"], list) for queue in staff_view["queues"].values())

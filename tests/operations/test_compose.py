@@ -25,7 +25,8 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(settings.BASE_DIR)
 APP_SERVICES = {"web", "ingest", "embed", "beat", "flower"}
-REQUIRED_ENVIRONMENT = {"MIRAGE_SECRET_KEY": "a-test-secret", "MIRAGE_FLOWER_BASIC_AUTH": "admin:a-test-password"}
+REQUIRED_ENVIRONMENT = {"MIRAGE_SECRET_KEY": "a-test-secret", "MIRAGE_FLOWER_BASIC_AUTH": "admin:a-test-password",
+                        "MIRAGE_METRICS_TOKEN": "a-test-metrics-token"}
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,8 @@ def test_app_services_share_one_image_environment_and_media_volume(services):
         assert environment["MIRAGE_REDIS_URL"] == "redis://redis:6379/0", name
         # Required: compose refuses to start without a real secret key.
         assert re.fullmatch(r"\$\{MIRAGE_SECRET_KEY:\?.+\}", environment["MIRAGE_SECRET_KEY"]), name
+        # /metrics is never open in compose.
+        assert re.fullmatch(r"\$\{MIRAGE_METRICS_TOKEN:\?.+\}", environment["MIRAGE_METRICS_TOKEN"]), name
         assert "media:/data/media" in service["volumes"], name
     flower = services["flower"]["environment"]
     assert flower["MIRAGE_FLOWER_ADDRESS"] == "0.0.0.0"
@@ -228,4 +231,4 @@ def test_docker_compose_accepts_the_file_and_insists_on_the_secrets(tmp_path):
     refused = subprocess.run([*config, "config", "-q"], cwd=ROOT, env=environment, capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode != 0
-    assert "MIRAGE_SECRET_KEY" in refused.stderr or "MIRAGE_FLOWER_BASIC_AUTH" in refused.stderr
+    assert any(name in refused.stderr for name in REQUIRED_ENVIRONMENT)

@@ -121,6 +121,26 @@ class Stack:
              "-S", "celery.beat:PersistentScheduler", "--schedule", str(self.workdir / "beat-schedule")],
         )
 
+    # --- Web ------------------------------------------------------------------------
+
+    def start_web(self) -> str:
+        """The ASGI web app on a free loopback port; returns its base URL."""
+        import httpx
+
+        port = free_port()
+        self.spawn("web", [sys.executable, "-m", "uvicorn", "mirage.asgi:application", "--host", "127.0.0.1",
+                           "--port", str(port), "--log-level", "warning"])
+        base_url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{base_url}/livez", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answers, timeout=60, interval=0.3, message="web process answers /livez")
+        return base_url
+
     # --- Commands ----------------------------------------------------------------------
 
     def manage(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
