@@ -33,18 +33,27 @@ def publish_document(document) -> None:
 def publish_document_progress(*, document_id: int, generation: int, counts: dict[str, int]) -> None:
     """`document.progress`: how far the document's chunks are (its status is
     unchanged; a change of status is a `document.status` event)."""
+    from django.utils import timezone
+
+    from documents import selectors
     from documents.models import Chunk, Document
 
-    project_id = Document.objects.filter(id=document_id).values_list("project_id", flat=True).first()
+    document = Document.objects.select_related("current_job").filter(id=document_id).first()
+    if document is None:
+        return
+    project_id = document.project_id
     total = sum(counts.values())
     processed = sum(counts.get(status, 0) for status in Chunk.FINAL_STATUSES)
     # 100 is kept for a finished document, announced by its status event.
     percentage = min(99, 100 * processed // total) if total else 0
+    document.chunks_total, document.chunks_processed = total, processed
+    eta = selectors.eta_seconds(document, now=timezone.now())
     common_events.publish_monotonic(
         project_id=project_id,
         event="document.progress",
         data={"id": document_id, "project_id": project_id, "generation": generation,
-              "chunks_processed": processed, "chunks_total": total, "progress_percentage": percentage},
+              "chunks_processed": processed, "chunks_total": total, "progress_percentage": percentage,
+              "eta_seconds": eta},
         key=f"document:{document_id}:{generation}",
         rank=processed,
     )

@@ -2,23 +2,58 @@
 documents it holds."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import Count, Q, QuerySet
 
 from documents.models import Chunk, Document, Project
+from jobs import timing
 
 
 def documents_with_progress(queryset: QuerySet[Document] | None = None) -> QuerySet[Document]:
-    """Annotate `chunks_total`, `chunks_processed` (chunks in a final state)
-    and a count per chunk status."""
+    """Annotate `chunks_total`, `chunks_processed` (chunks in a final state),
+    a count per chunk status, and the current job's `queue_position`."""
     queryset = Document.objects.all() if queryset is None else queryset
     per_status = {
         f"chunks_{status}": Count("chunks", filter=Q(chunks__status=status)) for status in Chunk.Status.values
     }
-    return queryset.annotate(
+    annotated = queryset.annotate(
         chunks_total=Count("chunks"),
         chunks_processed=Count("chunks", filter=Q(chunks__status__in=Chunk.FINAL_STATUSES)),
         **per_status,
     ).select_related("project", "current_job")
+    return timing.with_queue_position(annotated, prefix="current_job__")
+
+
+def eta_seconds(document: Document, *, now: datetime) -> float | None:
+    """While the document is being embedded: its remaining chunks over the
+    speed its own run has had so far (chunks that became final since its
+    embedding began, per second). The speed is what the run really got from
+    the queue and the workers it shares; None when there is no honest
+    estimate yet (nothing finished yet, or not embedding)."""
+    job = document.current_job
+    started = document.parsing_finished_at
+    if document.status != Document.Status.INDEXING or job is None or started is None:
+        return None
+    total = getattr(document, "chunks_total", 0)
+    processed = getattr(document, "chunks_processed", 0)
+    done = processed - int(job.metadata.get("chunks_final_at_start", 0))
+    elapsed = (now - started).total_seconds()
+    if done <= 0 or elapsed <= 0:
+        return None
+    return round((total - processed) * elapsed / done, 1)
+
+
+def document_timing(document: Document, *, now: datetime) -> dict:
+    """Waiting, working and ETA of an annotated document, from its current
+    run's job (see jobs/timing.py for the terms)."""
+    job = document.current_job
+    if job is None:
+        return {"queued_at": document.created_at, "waiting_seconds": None, "working_seconds": None,
+                "queue_position": None, "eta_seconds": None}
+    if hasattr(document, "queue_position"):
+        job.queue_position = document.queue_position
+    return {**timing.job_timing(job, now=now), "eta_seconds": eta_seconds(document, now=now)}
 
 
 def chunk_counts_of(document: Document) -> dict[str, int]:

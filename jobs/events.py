@@ -5,6 +5,11 @@ from common import events
 
 
 def job_payload(job) -> dict:
+    from django.utils import timezone
+
+    from jobs import timing
+
+    times = timing.job_timing(job, now=timezone.now())
     return {
         "id": job.id,
         "kind": job.kind,
@@ -17,6 +22,10 @@ def job_payload(job) -> dict:
         "chunks_failed": job.chunks_failed,
         "error_type": job.error_type,
         "error_message": job.error_message,
+        "queued_at": job.created_at,
+        "waiting_seconds": times["waiting_seconds"],
+        "working_seconds": times["working_seconds"],
+        "queue_position": times["queue_position"],
     }
 
 

@@ -41,7 +41,10 @@ class Job(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Admitted (a slot was free; `running`).
     started_at = models.DateTimeField(null=True, blank=True)
+    # Its work really began (a worker took it): the end of its waiting.
+    work_started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
 

@@ -9,12 +9,14 @@ commit.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
@@ -165,6 +167,16 @@ def job_set_progress(
     if updated:
         transaction.on_commit(lambda: events.publish_job_id(job_id))
     return updated == 1
+
+
+def job_update_metadata(*, job_id: int, **values) -> None:
+    """Merge `values` into the job's metadata in one statement."""
+    Job.objects.filter(id=job_id).update(metadata=RawSQL("metadata || %s::jsonb", [json.dumps(values)]))
+
+
+def job_mark_working(*, job_id: int) -> None:
+    """Record when a worker first took the job's work (once)."""
+    Job.objects.filter(id=job_id, work_started_at__isnull=True).update(work_started_at=timezone.now())
 
 
 def job_set_task_ids(*, job_id: int, task_id: str = "", chord_id: str = "") -> None:

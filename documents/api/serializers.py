@@ -1,6 +1,7 @@
 import json
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from common.api import StrictSerializer
@@ -80,16 +81,52 @@ class DocumentSerializer(serializers.ModelSerializer):
     progress_percentage = serializers.SerializerMethodField()
     current_job = JobSerializer(read_only=True)
     project_id = serializers.IntegerField(read_only=True)
+    queued_at = serializers.SerializerMethodField(help_text="When its current run was submitted.")
+    waiting_seconds = serializers.SerializerMethodField(
+        help_text="From submission to the first work on its current run (or until now while nobody took it)."
+    )
+    working_seconds = serializers.SerializerMethodField(
+        help_text="From the first work to the end of its current run (or until now); null before any work."
+    )
+    queue_position = serializers.SerializerMethodField(
+        help_text="While its job is pending: how many waiting jobs will start before it; null otherwise."
+    )
+    eta_seconds = serializers.SerializerMethodField(
+        help_text="While indexing: remaining chunks over the speed its run has had so far; null when there is "
+        "no honest estimate yet."
+    )
 
     class Meta:
         model = Document
         fields = [
             "id", "project_id", "filename", "file_type", "size_bytes", "content_sha256", "status",
             "error_message", "metadata", "chunks_total", "chunks_processed", "chunk_counts",
-            "progress_percentage", "created_at", "updated_at", "parsing_started_at",
+            "progress_percentage", "queued_at", "waiting_seconds", "working_seconds", "queue_position",
+            "eta_seconds", "created_at", "updated_at", "parsing_started_at",
             "parsing_finished_at", "embedding_finished_at", "indexed_at", "current_job",
         ]
         read_only_fields = fields
+
+    def _timing(self, document) -> dict:
+        cached = getattr(document, "_timing", None)
+        if cached is None:
+            cached = document._timing = selectors.document_timing(document, now=timezone.now())
+        return cached
+
+    def get_queued_at(self, document) -> str:
+        return serializers.DateTimeField().to_representation(self._timing(document)["queued_at"])
+
+    def get_waiting_seconds(self, document) -> float | None:
+        return self._timing(document)["waiting_seconds"]
+
+    def get_working_seconds(self, document) -> float | None:
+        return self._timing(document)["working_seconds"]
+
+    def get_queue_position(self, document) -> int | None:
+        return self._timing(document)["queue_position"]
+
+    def get_eta_seconds(self, document) -> float | None:
+        return self._timing(document)["eta_seconds"]
 
     def get_chunk_counts(self, document) -> dict[str, int]:
         return selectors.chunk_counts_of(document)

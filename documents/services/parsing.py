@@ -82,6 +82,7 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
                 actor=history.WORKER, reason=reason, new_generation=True, job_id=job_id, **fields,
             )
         job_services.job_set_progress(job_id=job_id, percentage=0, message=f"parsing {document.filename}")
+        job_services.job_mark_working(job_id=job_id)
     return document
 
 
@@ -300,6 +301,9 @@ def _finish_parsing(
         message=f"embedding 0/{len(to_embed)} chunks ({len(replaced)} unchanged)",
         chunks_created=len(chunk_ids),
     )
+    # What the ETA measures the run's speed from: chunks already final when
+    # its embedding began.
+    job_services.job_update_metadata(job_id=job_id, chunks_final_at_start=len(replaced))
     chord_id = str(uuid.uuid4())
     job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
     document_id, generation = document.id, document.generation
@@ -357,6 +361,9 @@ def document_retry_chunks(*, document_id: int, job_id: int) -> None:
                                       message=f"retrying 0/{len(chunk_ids)} chunks ({_retry_breakdown(counts)})",
                                       chunks_created=len(chunk_ids))
         job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
+        job_services.job_update_metadata(
+            job_id=job_id, chunks_final_at_start=Chunk.objects.filter(document_id=document_id).count() - len(chunk_ids)
+        )
         generation = document.generation
         if chunk_ids:
             transaction.on_commit(lambda: dispatch_chord(chunk_ids=chunk_ids, document_id=document_id,

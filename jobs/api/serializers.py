@@ -1,9 +1,22 @@
+from django.utils import timezone
 from rest_framework import serializers
 
+from jobs import timing
 from jobs.models import Job
 
 
 class JobSerializer(serializers.ModelSerializer):
+    queued_at = serializers.SerializerMethodField(help_text="When the job was submitted.")
+    waiting_seconds = serializers.SerializerMethodField(
+        help_text="From submission to the first work on it (or until now while nobody has taken it)."
+    )
+    working_seconds = serializers.SerializerMethodField(
+        help_text="From the first work to its end (or until now); null before any work."
+    )
+    queue_position = serializers.SerializerMethodField(
+        help_text="While pending: how many waiting jobs will be admitted before it; null otherwise."
+    )
+
     class Meta:
         model = Job
         fields = [
@@ -11,7 +24,26 @@ class JobSerializer(serializers.ModelSerializer):
             "progress_percentage", "progress_message",
             "files_scanned", "files_indexed", "chunks_created", "chunks_failed",
             "error_message", "error_type", "error_traceback",
-            "created_at", "updated_at", "started_at", "completed_at", "cancelled_at",
+            "created_at", "updated_at", "started_at", "work_started_at", "completed_at", "cancelled_at",
+            "queued_at", "waiting_seconds", "working_seconds", "queue_position",
             "metadata", "celery_task_id", "celery_chord_id",
         ]
         read_only_fields = fields
+
+    def _timing(self, job) -> dict:
+        cached = getattr(job, "_timing", None)
+        if cached is None:
+            cached = job._timing = timing.job_timing(job, now=timezone.now())
+        return cached
+
+    def get_queued_at(self, job) -> str:
+        return serializers.DateTimeField().to_representation(self._timing(job)["queued_at"])
+
+    def get_waiting_seconds(self, job) -> float | None:
+        return self._timing(job)["waiting_seconds"]
+
+    def get_working_seconds(self, job) -> float | None:
+        return self._timing(job)["working_seconds"]
+
+    def get_queue_position(self, job) -> int | None:
+        return self._timing(job)["queue_position"]

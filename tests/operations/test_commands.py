@@ -1,4 +1,5 @@
 """The operator's commands: docstatus, jobs and healthcheck."""
+import re
 from io import StringIO
 
 import pytest
@@ -54,10 +55,14 @@ def test_docstatus_shows_progress_failed_chunks_and_current_job(indexing_documen
     output = run("docstatus")
 
     header, row = rows(output)
-    assert header == ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "JOB"]
+    assert header == ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "WAITED", "WORKED", "ETA",
+                      "JOB"]
     document, job = indexing_document.document, indexing_document.job
-    assert row == [str(document.id), "rivers", "guide-to-rivers.md", "markdown", "indexing",
-                   "42/100", "(42%)", "2", str(job.id), "pending"]
+    assert row[:8] == [str(document.id), "rivers", "guide-to-rivers.md", "markdown", "indexing",
+                       "42/100", "(42%)", "2"]
+    waited, worked, eta = row[8:11]
+    assert re.fullmatch(r"\d+s", waited) and (worked, eta) == ("-", "-")
+    assert row[11:] == [str(job.id), "pending", "(0", "ahead)"]
 
 
 def test_docstatus_reads_every_document_in_one_query(indexing_document, django_assert_num_queries):

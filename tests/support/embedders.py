@@ -93,3 +93,15 @@ class WrongDimensionsEmbedder(HashEmbedder):
 
     def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
         return [Embedding(vector=result.vector[:256]) for result in super().embed_batch(texts)]
+
+
+class SteadyEmbedder(HashEmbedder):
+    """Takes 20 ms per text, however the texts are batched: a run whose speed
+    does not depend on the machine's load, for testing estimates."""
+
+    name = "steady"
+    SECONDS_PER_TEXT = 0.02
+
+    def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
+        time.sleep(self.SECONDS_PER_TEXT * len(texts))
+        return super().embed_batch(texts)

@@ -2,18 +2,32 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from common.tables import format_table, shorten
 from documents import selectors
 from documents.models import Document, Project
 
-HEADERS = ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "JOB"]
+HEADERS = ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "WAITED", "WORKED", "ETA", "JOB"]
 NAME_WIDTH = 40
 
 
-def document_row(document: Document) -> list[str]:
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 120 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def document_row(document: Document, now) -> list[str]:
     """One line of an annotated document (selectors.documents_with_progress)."""
     job = document.current_job
+    times = selectors.document_timing(document, now=now)
+    job_text = f"{job.id} {job.status}" if job is not None else "-"
+    if times["queue_position"] is not None:
+        job_text += f" ({times['queue_position']} ahead)"
     return [
         str(document.id),
         shorten(document.project.name, NAME_WIDTH),
@@ -22,7 +36,10 @@ def document_row(document: Document) -> list[str]:
         document.status,
         f"{document.chunks_processed}/{document.chunks_total} ({selectors.progress_percent(document)}%)",
         str(document.chunks_error),
-        f"{job.id} {job.status}" if job is not None else "-",
+        _duration(times["waiting_seconds"]),
+        _duration(times["working_seconds"]),
+        _duration(times["eta_seconds"]),
+        job_text,
     ]
 
 
@@ -42,5 +59,6 @@ class Command(BaseCommand):
                 raise CommandError(f"no project named {options['project']!r}")
             self.stdout.write("no documents")
             return
-        for line in format_table(HEADERS, [document_row(document) for document in documents]):
+        now = timezone.now()
+        for line in format_table(HEADERS, [document_row(document, now) for document in documents]):
             self.stdout.write(line)
