@@ -22,11 +22,12 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> i
     from django.db import connection
 
     count = 0
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([_copy_value(value) for value in row])
-                count += 1
+    with connection.cursor() as cursor, cursor.cursor.copy(
+        f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row([_copy_value(value) for value in row])
+            count += 1
     return count
 
 

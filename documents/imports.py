@@ -100,12 +100,10 @@ def import_run(*, job_id: int) -> None:
     if not _inside(directory.resolve(), roots):
         job_services.job_fail(job_id=job_id, error_type="rejected", error_message="path is outside MIRAGE_IMPORT_ROOTS")
         return
-    scanned = 0
     skipped: list[dict] = []
-    for path, resolved in _candidate_files(directory, roots):
+    for scanned, (path, resolved) in enumerate(_candidate_files(directory, roots), start=1):
         if Job.objects.filter(id=job_id, status=Job.Status.RUNNING).count() == 0:
             return  # cancelled while scanning
-        scanned += 1
         relative = str(path.relative_to(directory))
         try:
             with open(resolved, "rb") as handle:

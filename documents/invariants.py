@@ -66,11 +66,11 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
     indexing_counts = _counts_by_document(indexing_ids)
     for document in indexing:
         doc_counts = indexing_counts.get(document.id, {})
-        if doc_counts and derive_document_status(doc_counts) != Document.Status.INDEXING:
-            if document.last_chunk_change and document.last_chunk_change < now - grace:
-                violations.append(
-                    Violation("not_finalized", "document", document.id, f"all chunks final {doc_counts} but still indexing")
-                )
+        settled = doc_counts and derive_document_status(doc_counts) != Document.Status.INDEXING
+        if settled and document.last_chunk_change and document.last_chunk_change < now - grace:
+            violations.append(
+                Violation("not_finalized", "document", document.id, f"all chunks final {doc_counts} but still indexing")
+            )
 
     stuck_pending = Document.objects.filter(status=Document.Status.PENDING, created_at__lt=now - grace).filter(
         Q(current_job__isnull=True) | ~Q(current_job__status__in=Job.ACTIVE_STATUSES)

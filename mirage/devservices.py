@@ -14,6 +14,7 @@ data in `.mirage/redis`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -204,10 +205,8 @@ def stop_process_group(process: subprocess.Popen, *, grace_seconds: float = 15.0
         os.killpg(process.pid, 15)
         process.wait(timeout=grace_seconds)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 9)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=grace_seconds)
 
 

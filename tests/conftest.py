@@ -25,16 +25,15 @@ def celery_worker_session(django_db_setup, django_db_blocker):
     every queue, for the whole session."""
     from celery.contrib.testing.worker import start_worker
 
-    with django_db_blocker.unblock():
-        with start_worker(
-            celery_app,
-            pool="threads",
-            concurrency=4,
-            queues=["ingest", "embed", "maintenance"],
-            perform_ping_check=False,
-            shutdown_timeout=30,
-        ) as worker:
-            yield worker
+    with django_db_blocker.unblock(), start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        queues=["ingest", "embed", "maintenance"],
+        perform_ping_check=False,
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
 
 
 @pytest.fixture

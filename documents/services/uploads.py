@@ -79,7 +79,8 @@ def _spool(source: BinaryIO, max_bytes: int) -> tuple[tempfile.NamedTemporaryFil
     digest = hashlib.sha256()
     size = 0
     head = b""
-    spool = tempfile.NamedTemporaryFile(prefix="mirage-upload-", delete=True)
+    # Handed to the caller open (it closes it): not a `with` here.
+    spool = tempfile.NamedTemporaryFile(prefix="mirage-upload-", delete=True)  # noqa: SIM115
     try:
         while block := source.read(1024 * 1024):
             size += len(block)

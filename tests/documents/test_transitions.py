@@ -97,21 +97,26 @@ def _status_writes(source: str, filename: str) -> list[str]:
         return f"{filename}::{name}:{node.lineno}"
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in ("update", "bulk_update", "update_or_create"):
-                names = {keyword.arg for keyword in node.keywords}
-                fields_arg = [a for a in node.args if isinstance(a, (ast.List, ast.Tuple))]
-                named = any(isinstance(e, ast.Constant) and e.value == "status" for a in fields_arg for e in a.elts)
-                if "status" in names or named:
-                    found.append(where(node))
+        updating = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+            "update", "bulk_update", "update_or_create"
+        )
+        if updating:
+            names = {keyword.arg for keyword in node.keywords}
+            fields_arg = [a for a in node.args if isinstance(a, (ast.List, ast.Tuple))]
+            named = any(isinstance(e, ast.Constant) and e.value == "status" for a in fields_arg for e in a.elts)
+            if "status" in names or named:
+                found.append(where(node))
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Attribute) and target.attr == "status":
                     found.append(where(node))
-        if isinstance(node, ast.keyword) and node.arg == "update_fields":
-            if any(isinstance(e, ast.Constant) and e.value == "status" for e in getattr(node.value, "elts", [])):
-                found.append(where(node))
+        if (
+            isinstance(node, ast.keyword)
+            and node.arg == "update_fields"
+            and any(isinstance(e, ast.Constant) and e.value == "status" for e in getattr(node.value, "elts", []))
+        ):
+            found.append(where(node))
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             text = " ".join(node.value.split()).lower()
             if any(table in text for table in STATUS_TABLES) and re.search(

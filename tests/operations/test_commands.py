@@ -161,9 +161,11 @@ def test_healthcheck_passes_when_database_redis_and_migrations_are_fine():
 
 def test_healthcheck_fails_with_the_reason_when_redis_does_not_answer():
     out = StringIO()
-    with override_settings(MIRAGE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
-        with pytest.raises(CommandError, match="unhealthy: redis") as failed:
-            call_command("healthcheck", stdout=out)
+    with (
+        override_settings(MIRAGE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"),
+        pytest.raises(CommandError, match="unhealthy: redis") as failed,
+    ):
+        call_command("healthcheck", stdout=out)
 
     assert failed.value.returncode == 1
     lines = out.getvalue().splitlines()

@@ -7,6 +7,7 @@ too, and `stop_all()` leaves nothing behind.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -154,19 +155,16 @@ class Stack:
     # --- Process control -----------------------------------------------------------------
 
     def spawn(self, name: str, command: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            command, env=self.env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                command, env=self.env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a process and all its children at once (a dying machine)."""
         process = self.processes.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=30)
 
     def stop_all(self) -> None:
