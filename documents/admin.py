@@ -63,6 +63,14 @@ class ProjectCreateForm(forms.ModelForm):
         model = Project
         fields = ["name", "embedder", "members"]
 
+    def clean_name(self) -> str:
+        # Projects created here have no owner; their names are unique among
+        # those (the database's constraint, checked before it can fail).
+        name = self.cleaned_data["name"].strip()
+        if Project.objects.filter(owner__isnull=True, name=name).exclude(pk=self.instance.pk).exists():
+            raise ValidationError("A project without an owner already has this name.")
+        return name
+
     def clean_embedder(self) -> str:
         spec = self.cleaned_data["embedder"].strip() or settings.MIRAGE_EMBEDDER
         try:

@@ -455,3 +455,11 @@ def _permissions(*codenames: str):
     from django.contrib.auth.models import Permission
 
     return Permission.objects.filter(codename__in=codenames)
+
+
+def test_a_project_name_already_used_in_the_admin_is_refused_with_a_message_not_a_500(operator_client):
+    make_project(name="twice")
+    response = operator_client.post(reverse("admin:documents_project_add"), {"name": "twice", "embedder": "hash"})
+    assert response.status_code == 200
+    assert "A project without an owner already has this name." in response.content.decode()
+    assert Project.objects.filter(name="twice").count() == 1
