@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Subquery
 from django.db.models.functions import Substr
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
@@ -31,6 +31,8 @@ from common.admin_widgets import (
     live_field,
     live_progress,
     pretty_json,
+    register_project_name_expression,
+    short_text,
 )
 from documents import admin_views, selectors, services
 from documents.embeddings import EmbeddingError, get_embedder
@@ -40,9 +42,19 @@ from jobs import services as job_services
 
 CHUNKS_PER_PAGE = 50
 CHUNK_EXCERPT_CHARS = 160
+# The list's error column: enough to tell one failure from another.
+ERROR_SUMMARY_CHARS = 70
 
 admin.site.site_header = "Mirage administration"
 admin.site.site_title = "Mirage admin"
+
+
+def _project_name(field: str) -> Subquery:
+    return Subquery(Project.objects.filter(id=OuterRef(field)).values("name")[:1])
+
+
+# The job pages (jobs imports nothing from documents) show project names.
+register_project_name_expression(_project_name)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -175,10 +187,10 @@ class StuckFilter(admin.SimpleListFilter):
 @admin.register(Document)
 class DocumentAdmin(ReadOnlyModelAdmin):
     list_display = ["filename", "status_badge", "progress_bar", "file_type", "project", "created_at_display",
-                    "indexed_at_live"]
+                    "indexed_at_live", "error_summary"]
     list_filter = ["status", "file_type", "project", HasFailedChunksFilter, StuckFilter]
     search_fields = ["filename"]
-    actions = ["retry_failed_chunks", "reindex_documents", "cancel_documents"]
+    actions = ["retry_failed_chunks", "retry_failed_and_truncated_chunks", "reindex_documents", "cancel_documents"]
     fieldsets = [
         (None, {"fields": ["filename", "project", "file_type", "size", "status_badge", "progress_bar",
                            "error_message_live"]}),
@@ -239,15 +251,12 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         return {
             "now": timezone.now(),
             "can_operate": self.has_operate_permission(request),
-            "document_actions": [
-                ("retry_failed_chunks", "Retry failed chunks"),
-                ("reindex_documents", "Reindex"),
-                ("cancel_documents", "Cancel job"),
-            ],
+            "document_actions": admin_views.document_actions(document),
             "live_document_url": self.live_url,
-            "live_job_url": reverse("admin:jobs_job_progress", current_app=self.admin_site.name),
+            "refresh_key": admin_views.refresh_key(document),
             "timeline": admin_views.document_timeline(document),
             "job": job,
+            "job_state": admin_views.document_job_state(document),
             "job_kind_label": registry.label_for(job.kind) if job else "",
             "job_url": reverse("admin:jobs_job_change", args=[job.id], current_app=self.admin_site.name)
             if job else "",
@@ -259,6 +268,7 @@ class DocumentAdmin(ReadOnlyModelAdmin):
             ],
             "chunk_page": page,
             "chunk_status": chunk_status,
+            "chunks_notice": admin_views.chunks_notice(document, chunk_status=chunk_status),
             "chunk_filters": [
                 {"status": "", "label": "All", "count": document.chunks_total, "field": "chunks_total",
                  "url": self._chunk_query(request, status="")},
@@ -322,6 +332,13 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         return live_field(url=self.live_url, object_id=document.id, field="error_message",
                           value=document.error_message)
 
+    @admin.display(description="Why it failed")
+    def error_summary(self, document: Document) -> str:
+        # A run in flight may still carry the reason its previous run ended.
+        if document.status not in Document.FINAL_STATUSES:
+            return ""
+        return short_text(document.error_message, chars=ERROR_SUMMARY_CHARS)
+
     @admin.display(description="Stored as")
     def stored_file(self, document: Document) -> str:
         # The name only: media files are not served by the web process.
@@ -349,6 +366,14 @@ class DocumentAdmin(ReadOnlyModelAdmin):
     def retry_failed_chunks(self, request: HttpRequest, queryset):
         return self._start_for_each(request, queryset, services.document_retry_failed,
                                     "Queued a retry of failed chunks for {documents}.")
+
+    @admin.action(description="Retry failed and truncated chunks", permissions=["operate"])
+    def retry_failed_and_truncated_chunks(self, request: HttpRequest, queryset):
+        def retry(*, document: Document, actor: str):
+            return services.document_retry_failed(document=document, include_corrupted=True, actor=actor)
+
+        return self._start_for_each(request, queryset, retry,
+                                    "Queued a retry of failed and truncated chunks for {documents}.")
 
     @admin.action(description="Reindex", permissions=["operate"])
     def reindex_documents(self, request: HttpRequest, queryset):

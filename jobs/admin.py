@@ -19,9 +19,14 @@ from common.admin_widgets import (
     live_ids,
     live_progress,
     pretty_json,
+    project_name_expression,
+    short_text,
 )
-from jobs import services
+from jobs import registry, services
 from jobs.models import Job
+
+# A file name or directory path in the list: long ones are cut, whole in the tooltip.
+SUBJECT_CHARS = 48
 
 # --- Jobs -----------------------------------------------------------------------------
 
@@ -45,24 +50,41 @@ def job_live_state(job: Job) -> dict:
     }
 
 
+class KindFilter(admin.SimpleListFilter):
+    """Job kinds by the labels operators read (jobs.registry), not their codes."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return registry.kinds()
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(kind=self.value())
+        return queryset
+
+
 @admin.register(Job)
 class JobAdmin(ReadOnlyModelAdmin):
     list_display = [
         "id",
-        "kind",
+        "kind_label",
+        "subject",
+        "project_name",
         "status_badge",
         "progress_with_message",
         "files_live",
         "chunks_live",
         "times_live",
     ]
-    list_display_links = ["id", "kind"]
-    list_filter = ["status", "kind"]
+    list_display_links = ["id", "kind_label"]
+    list_filter = ["status", KindFilter]
     search_fields = ["error_type", "error_message", "progress_message"]
     actions = ["cancel_jobs"]
     fieldsets = [
-        (None, {"fields": ["kind", "status_badge", "progress_bar", "progress_message_live", "parent_link",
-                           "project_id", "subject_id"]}),
+        (None, {"fields": ["kind_label", "subject", "status_badge", "progress_bar", "progress_message_live",
+                           "parent_link", "project_name", "project_id", "subject_id"]}),
         ("Counters", {"fields": ["files_scanned_live", "files_indexed_live", "chunks_created_live",
                                  "chunks_failed_live"]}),
         ("Times", {"fields": ["created_at_display", "started_at_live", "completed_at_live", "cancelled_at_display",
@@ -72,7 +94,7 @@ class JobAdmin(ReadOnlyModelAdmin):
         ("Metadata", {"fields": ["metadata_block"]}),
     ]
     readonly_fields = [
-        "status_badge", "progress_bar", "progress_message_live", "parent_link",
+        "kind_label", "subject", "project_name", "status_badge", "progress_bar", "progress_message_live", "parent_link",
         "files_scanned_live", "files_indexed_live", "chunks_created_live", "chunks_failed_live",
         "created_at_display", "started_at_live", "completed_at_live", "cancelled_at_display", "updated_at_display",
         "error_message_live", "error_traceback_block", "celery_task_link", "celery_chord_link", "metadata_block",
@@ -81,6 +103,20 @@ class JobAdmin(ReadOnlyModelAdmin):
     class Media:
         css = LIVE_MEDIA_CSS
         js = LIVE_MEDIA_JS
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        if obj is None or obj.subject_id is None:
+            return self.fieldsets
+        # A job with one subject counts chunks, not files (see files_live).
+        hidden = {"files_scanned_live", "files_indexed_live"}
+        return [
+            (name, {**options, "fields": [field for field in options["fields"] if field not in hidden]})
+            for name, options in self.fieldsets
+        ]
+
+    def get_queryset(self, request: HttpRequest):
+        # The project's name in the same query as the page's jobs.
+        return super().get_queryset(request).annotate(project_name_value=project_name_expression("project_id"))
 
     def get_urls(self):
         return [
@@ -123,8 +159,29 @@ class JobAdmin(ReadOnlyModelAdmin):
             self._live_field(job, "progress_message"),
         )
 
+    @admin.display(description="Kind", ordering="kind")
+    def kind_label(self, job: Job) -> str:
+        return registry.label_for(job.kind)
+
+    @admin.display(description="File")
+    def subject(self, job: Job) -> str:
+        # Document jobs carry their file's name; an import, its directory.
+        return short_text(job.metadata.get("filename") or job.metadata.get("path") or "", chars=SUBJECT_CHARS)
+
+    @admin.display(description="Project", ordering="project_id")
+    def project_name(self, job: Job) -> str:
+        name = getattr(job, "project_name_value", "")
+        if job.project_id is None:
+            return EMPTY
+        return name or f"project {job.project_id}"
+
     @admin.display(description="Files")
     def files_live(self, job: Job) -> str:
+        # Only a job over many files (an import, which has no single
+        # subject) counts files; "0 scanned / 1 indexed" on a document's
+        # own job reads as a fault.
+        if job.subject_id is not None:
+            return ""
         return format_html('<span class="mirage-counters">{} scanned<br>{} indexed</span>',
                            self._live_field(job, "files_scanned"), self._live_field(job, "files_indexed"))
 
