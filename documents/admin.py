@@ -18,12 +18,14 @@ from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from common import history
 from common.admin_widgets import (
     EMPTY,
     LIVE_MEDIA_CSS,
     LIVE_MEDIA_JS,
+    WIDE_LIST_CONTEXT,
     ReadOnlyModelAdmin,
     display_value,
     flower_task_url,
@@ -186,8 +188,11 @@ class StuckFilter(admin.SimpleListFilter):
 
 @admin.register(Document)
 class DocumentAdmin(ReadOnlyModelAdmin):
-    list_display = ["filename", "status_badge", "progress_bar", "file_type", "project", "created_at_display",
+    # Sized for 1,280 px beside the filters (tests/browser/test_admin_layout.py):
+    # the file type rides under the name, long names and reasons wrap.
+    list_display = ["filename_with_type", "status_badge", "progress_bar", "project", "created_at_display",
                     "indexed_at_live", "error_summary"]
+    list_display_links = ["filename_with_type"]
     list_filter = ["status", "file_type", "project", HasFailedChunksFilter, StuckFilter]
     search_fields = ["filename"]
     actions = ["retry_failed_chunks", "retry_failed_and_truncated_chunks", "reindex_documents", "cancel_documents"]
@@ -225,7 +230,11 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.{codename}")
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        extra_context = {**(extra_context or {}), "has_upload_permission": self.has_upload_permission(request)}
+        extra_context = {
+            **WIDE_LIST_CONTEXT,
+            **(extra_context or {}),
+            "has_upload_permission": self.has_upload_permission(request),
+        }
         return super().changelist_view(request, extra_context=extra_context)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
@@ -314,6 +323,11 @@ class DocumentAdmin(ReadOnlyModelAdmin):
             percent=selectors.progress_percent(document),
             label=admin_views.document_progress_label(document),
         )
+
+    @admin.display(description="File", ordering="filename")
+    def filename_with_type(self, document: Document) -> str:
+        return format_html('{}<small class="mirage-quiet">{}</small>', document.filename,
+                           document.get_file_type_display())
 
     @admin.display(description="Size", ordering="size_bytes")
     def size(self, document: Document) -> str:

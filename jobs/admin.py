@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 
 from common import history
@@ -11,6 +12,7 @@ from common.admin_widgets import (
     EMPTY,
     LIVE_MEDIA_CSS,
     LIVE_MEDIA_JS,
+    WIDE_LIST_CONTEXT,
     ReadOnlyModelAdmin,
     display_value,
     flower_task_url,
@@ -31,6 +33,17 @@ SUBJECT_CHARS = 48
 # --- Jobs -----------------------------------------------------------------------------
 
 
+def time_after_created(job: Job, moment) -> str:
+    """A moment of the job as its list shows it: the time alone on the day
+    the job was created (the list shows that date above it), else the date
+    and time."""
+    if moment is None:
+        return EMPTY
+    if timezone.localdate(moment) == timezone.localdate(job.created_at):
+        return formats.date_format(timezone.localtime(moment), "H:i:s")
+    return display_value(moment)
+
+
 def job_live_state(job: Job) -> dict:
     return {
         "status": job.status,
@@ -45,6 +58,8 @@ def job_live_state(job: Job) -> dict:
             "chunks_failed": job.chunks_failed,
             "started_at": display_value(job.started_at),
             "completed_at": display_value(job.completed_at),
+            "started_time": time_after_created(job, job.started_at),
+            "completed_time": time_after_created(job, job.completed_at),
             "error_message": display_value(job.error_message),
         },
     }
@@ -74,8 +89,7 @@ class JobAdmin(ReadOnlyModelAdmin):
         "project_name",
         "status_badge",
         "progress_with_message",
-        "files_live",
-        "chunks_live",
+        "counters_live",
         "times_live",
     ]
     list_display_links = ["id", "kind_label"]
@@ -104,10 +118,13 @@ class JobAdmin(ReadOnlyModelAdmin):
         css = LIVE_MEDIA_CSS
         js = LIVE_MEDIA_JS
 
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        return super().changelist_view(request, extra_context={**WIDE_LIST_CONTEXT, **(extra_context or {})})
+
     def get_fieldsets(self, request: HttpRequest, obj=None):
         if obj is None or obj.subject_id is None:
             return self.fieldsets
-        # A job with one subject counts chunks, not files (see files_live).
+        # A job with one subject counts chunks, not files (see counters_live).
         hidden = {"files_scanned_live", "files_indexed_live"}
         return [
             (name, {**options, "fields": [field for field in options["fields"] if field not in hidden]})
@@ -175,29 +192,46 @@ class JobAdmin(ReadOnlyModelAdmin):
             return EMPTY
         return name or f"project {job.project_id}"
 
-    @admin.display(description="Files")
-    def files_live(self, job: Job) -> str:
+    @admin.display(description="Counts")
+    def counters_live(self, job: Job) -> str:
+        chunks = format_html(
+            "{} chunks<br>{} failed",
+            self._live_field(job, "chunks_created"),
+            self._live_field(job, "chunks_failed"),
+        )
         # Only a job over many files (an import, which has no single
         # subject) counts files; "0 scanned / 1 indexed" on a document's
         # own job reads as a fault.
         if job.subject_id is not None:
-            return ""
-        return format_html('<span class="mirage-counters">{} scanned<br>{} indexed</span>',
-                           self._live_field(job, "files_scanned"), self._live_field(job, "files_indexed"))
-
-    @admin.display(description="Chunks")
-    def chunks_live(self, job: Job) -> str:
-        return format_html('<span class="mirage-counters">{} created<br>{} failed</span>',
-                           self._live_field(job, "chunks_created"), self._live_field(job, "chunks_failed"))
+            return format_html('<span class="mirage-counters">{}</span>', chunks)
+        return format_html(
+            '<span class="mirage-counters">{} files scanned<br>{} indexed<br>{}</span>',
+            self._live_field(job, "files_scanned"),
+            self._live_field(job, "files_indexed"),
+            chunks,
+        )
 
     @admin.display(description="Times", ordering="created_at")
     def times_live(self, job: Job) -> str:
+        # The date once, then each step's time: date and time of every step
+        # in a column narrow enough for the list to fit 1,280 px.
+        live = {
+            field: format_html(
+                '<span data-live-url="{}" data-live-id="{}" data-live-role="field" data-live-field="{}">{}</span>',
+                self.live_url,
+                job.id,
+                field,
+                time_after_created(job, getattr(job, f"{step}_at")),
+            )
+            for step, field in (("started", "started_time"), ("completed", "completed_time"))
+        }
         return format_html(
-            '<span class="mirage-times"><small>created</small> {}<br><small>started</small> {}<br>'
+            '<span class="mirage-times">{}<br><small>created</small> {}<br><small>started</small> {}<br>'
             "<small>completed</small> {}</span>",
-            display_value(job.created_at),
-            self._live_field(job, "started_at"),
-            self._live_field(job, "completed_at"),
+            formats.date_format(timezone.localtime(job.created_at), "Y-m-d"),
+            time_after_created(job, job.created_at),
+            live["started_time"],
+            live["completed_time"],
         )
 
     @admin.display(description="Message")
