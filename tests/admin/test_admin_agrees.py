@@ -354,3 +354,17 @@ def test_jobs_list_costs_the_same_queries_for_5_and_30_projects(operator_client)
 
     assert "project-29" in response.content.decode()
     assert len(thirty) == len(five), [query["sql"] for query in thirty.captured_queries]
+
+
+def test_job_page_offers_cancel_only_while_the_job_is_active(operator_client):
+    running = new_document(make_project(), "running-job")
+    start_run(running)
+    finished = new_document(make_project(), "finished-job")
+    finish_run(finished)
+
+    def buttons(document: Document) -> list[str]:
+        page = operator_client.get(reverse("admin:jobs_job_change", args=[document.current_job_id]))
+        return button_actions(page.content.decode())
+
+    assert buttons(running) == ["cancel_jobs"]
+    assert buttons(finished) == []
