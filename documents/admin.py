@@ -12,18 +12,20 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Subquery
 from django.db.models.functions import Substr
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from common import history
 from common.admin_widgets import (
     EMPTY,
     LIVE_MEDIA_CSS,
     LIVE_MEDIA_JS,
+    WIDE_LIST_CONTEXT,
     ReadOnlyModelAdmin,
     display_value,
     flower_task_url,
@@ -31,6 +33,8 @@ from common.admin_widgets import (
     live_field,
     live_progress,
     pretty_json,
+    register_project_name_expression,
+    short_text,
 )
 from documents import admin_views, selectors, services
 from documents.embeddings import EmbeddingError, get_embedder
@@ -40,9 +44,19 @@ from jobs import services as job_services
 
 CHUNKS_PER_PAGE = 50
 CHUNK_EXCERPT_CHARS = 160
+# The list's error column: enough to tell one failure from another.
+ERROR_SUMMARY_CHARS = 70
 
 admin.site.site_header = "Mirage administration"
 admin.site.site_title = "Mirage admin"
+
+
+def _project_name(field: str) -> Subquery:
+    return Subquery(Project.objects.filter(id=OuterRef(field)).values("name")[:1])
+
+
+# The job pages (jobs imports nothing from documents) show project names.
+register_project_name_expression(_project_name)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -182,11 +196,14 @@ class StuckFilter(admin.SimpleListFilter):
 
 @admin.register(Document)
 class DocumentAdmin(ReadOnlyModelAdmin):
-    list_display = ["filename", "status_badge", "progress_bar", "file_type", "project", "created_at_display",
-                    "indexed_at_live"]
+    # Sized for 1,280 px beside the filters (tests/browser/test_admin_layout.py):
+    # the file type rides under the name, long names and reasons wrap.
+    list_display = ["filename_with_type", "status_badge", "progress_bar", "project", "created_at_display",
+                    "indexed_at_live", "error_summary"]
+    list_display_links = ["filename_with_type"]
     list_filter = ["status", "file_type", "project", HasFailedChunksFilter, StuckFilter]
     search_fields = ["filename"]
-    actions = ["retry_failed_chunks", "reindex_documents", "cancel_documents"]
+    actions = ["retry_failed_chunks", "retry_failed_and_truncated_chunks", "reindex_documents", "cancel_documents"]
     fieldsets = [
         (None, {"fields": ["filename", "project", "file_type", "size", "status_badge", "progress_bar",
                            "error_message_live"]}),
@@ -221,7 +238,11 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.{codename}")
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        extra_context = {**(extra_context or {}), "has_upload_permission": self.has_upload_permission(request)}
+        extra_context = {
+            **WIDE_LIST_CONTEXT,
+            **(extra_context or {}),
+            "has_upload_permission": self.has_upload_permission(request),
+        }
         return super().changelist_view(request, extra_context=extra_context)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
@@ -247,15 +268,12 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         return {
             "now": timezone.now(),
             "can_operate": self.has_operate_permission(request),
-            "document_actions": [
-                ("retry_failed_chunks", "Retry failed chunks"),
-                ("reindex_documents", "Reindex"),
-                ("cancel_documents", "Cancel job"),
-            ],
+            "document_actions": admin_views.document_actions(document),
             "live_document_url": self.live_url,
-            "live_job_url": reverse("admin:jobs_job_progress", current_app=self.admin_site.name),
+            "refresh_key": admin_views.refresh_key(document),
             "timeline": admin_views.document_timeline(document),
             "job": job,
+            "job_state": admin_views.document_job_state(document),
             "job_kind_label": registry.label_for(job.kind) if job else "",
             "job_url": reverse("admin:jobs_job_change", args=[job.id], current_app=self.admin_site.name)
             if job else "",
@@ -267,6 +285,7 @@ class DocumentAdmin(ReadOnlyModelAdmin):
             ],
             "chunk_page": page,
             "chunk_status": chunk_status,
+            "chunks_notice": admin_views.chunks_notice(document, chunk_status=chunk_status),
             "chunk_filters": [
                 {"status": "", "label": "All", "count": document.chunks_total, "field": "chunks_total",
                  "url": self._chunk_query(request, status="")},
@@ -313,6 +332,11 @@ class DocumentAdmin(ReadOnlyModelAdmin):
             label=admin_views.document_progress_label(document),
         )
 
+    @admin.display(description="File", ordering="filename")
+    def filename_with_type(self, document: Document) -> str:
+        return format_html('{}<small class="mirage-quiet">{}</small>', document.filename,
+                           document.get_file_type_display())
+
     @admin.display(description="Size", ordering="size_bytes")
     def size(self, document: Document) -> str:
         return filesizeformat(document.size_bytes)
@@ -329,6 +353,13 @@ class DocumentAdmin(ReadOnlyModelAdmin):
     def error_message_live(self, document: Document) -> str:
         return live_field(url=self.live_url, object_id=document.id, field="error_message",
                           value=document.error_message)
+
+    @admin.display(description="Why it failed")
+    def error_summary(self, document: Document) -> str:
+        # A run in flight may still carry the reason its previous run ended.
+        if document.status not in Document.FINAL_STATUSES:
+            return ""
+        return short_text(document.error_message, chars=ERROR_SUMMARY_CHARS)
 
     @admin.display(description="Stored as")
     def stored_file(self, document: Document) -> str:
@@ -357,6 +388,14 @@ class DocumentAdmin(ReadOnlyModelAdmin):
     def retry_failed_chunks(self, request: HttpRequest, queryset):
         return self._start_for_each(request, queryset, services.document_retry_failed,
                                     "Queued a retry of failed chunks for {documents}.")
+
+    @admin.action(description="Retry failed and truncated chunks", permissions=["operate"])
+    def retry_failed_and_truncated_chunks(self, request: HttpRequest, queryset):
+        def retry(*, document: Document, actor: str):
+            return services.document_retry_failed(document=document, include_corrupted=True, actor=actor)
+
+        return self._start_for_each(request, queryset, retry,
+                                    "Queued a retry of failed and truncated chunks for {documents}.")
 
     @admin.action(description="Reindex", permissions=["operate"])
     def reindex_documents(self, request: HttpRequest, queryset):

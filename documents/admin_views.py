@@ -15,6 +15,7 @@ from common.admin_widgets import display_value, live_ids
 from documents import selectors, services
 from documents.models import Document, Project
 from documents.parsers import UnsupportedFileType
+from jobs.models import Job
 
 TIMELINE_FIELDS = [
     ("created_at", "Uploaded"),
@@ -75,15 +76,97 @@ def document_progress_label(document: Document) -> str:
     return f"{document.chunks_processed}/{total} chunks · {selectors.progress_percent(document)}%"
 
 
-def document_live_state(document: Document) -> dict:
-    """What the live pages show of an annotated document (see
-    selectors.documents_with_progress)."""
-    counts = selectors.chunk_counts_of(document)
+def document_job_state(document: Document) -> dict | None:
+    """What the document page's job panel shows of the current job, from the
+    document's own chunk counts: the job row's percentage is counted another
+    way and at other moments, and two numbers for one run disagree."""
+    job = document.current_job
+    if job is None:
+        return None
+    if job.is_final:
+        message = job.progress_message if job.status == Job.Status.COMPLETED else job.error_message
+        message = message or job.progress_message
+    elif job.status == Job.Status.PENDING:
+        message = "waiting for a free indexing slot"
+    elif document.chunks_total == 0:
+        message = "parsing"
+    else:
+        message = f"embedding {document.chunks_processed}/{document.chunks_total} chunks"
     return {
-        "status": document.status,
-        "final": document.status in Document.FINAL_STATUSES,
+        "id": job.id,
+        "status": job.status,
+        "final": job.is_final,
         "percent": selectors.progress_percent(document),
         "label": document_progress_label(document),
+        "fields": {"message": display_value(message)},
+    }
+
+
+def document_job_active(document: Document) -> bool:
+    job = document.current_job
+    return job is not None and job.status in Job.ACTIVE_STATUSES
+
+
+def document_actions(document: Document) -> list[tuple[str, str]]:
+    """The actions that can apply to an annotated document now, as (admin
+    action, button label): the page offers no button the service would
+    refuse (DocumentBusy, NothingToRetry, a finished job)."""
+    if document_job_active(document):
+        return [("cancel_documents", "Cancel job")]
+    counts = selectors.chunk_counts_of(document)
+    actions = []
+    # What services.retry_statuses re-embeds: failed chunks and those a
+    # stopped run left pending; truncated ones only when asked.
+    if counts["error"] or counts["pending"]:
+        actions.append(("retry_failed_chunks", "Retry failed chunks"))
+    if counts["corrupted"]:
+        actions.append(("retry_failed_and_truncated_chunks", "Retry failed and truncated chunks"))
+    actions.append(("reindex_documents", "Reindex"))
+    return actions
+
+
+def chunks_notice(document: Document, *, chunk_status: str = "") -> str:
+    """What the Chunks panel says when it lists no chunk."""
+    if chunk_status and document.chunks_total:
+        return f"No chunk in status {chunk_status}."
+    if document.chunks_total:
+        return ""
+    if document.status == Document.Status.PENDING:
+        return "No chunks yet: the document waits for its job to start; this list fills in once it is parsed."
+    if document.status == Document.Status.INDEXING:
+        return "No chunks yet: the file is being parsed; this list fills in when parsing has finished."
+    reason = document.error_message or (
+        "it was cancelled before parsing finished" if document.status == Document.Status.CANCELLED else ""
+    )
+    if document.status in (Document.Status.ERROR, Document.Status.CANCELLED):
+        return f"No chunks: the document ended {document.status}" + (f": {reason}" if reason else ".")
+    return "No chunks: the file holds no text to index."
+
+
+def refresh_key(document: Document) -> str:
+    """Changes when the document page's panels (timeline, job, chunk list,
+    actions) must be drawn again: a status change, parsing storing the
+    chunks, a new job or the job's status."""
+    job = document.current_job
+    return "|".join(
+        str(part)
+        for part in (document.status, document.chunks_total, document.current_job_id, job.status if job else "")
+    )
+
+
+def document_live_state(document: Document) -> dict:
+    """What the live pages show of an annotated document (see
+    selectors.documents_with_progress), its current job included, so one
+    answer updates every panel of the document page at once."""
+    counts = selectors.chunk_counts_of(document)
+    job = document_job_state(document)
+    return {
+        "status": document.status,
+        "final": document.status in Document.FINAL_STATUSES and (job is None or job["final"]),
+        "percent": selectors.progress_percent(document),
+        "label": document_progress_label(document),
+        "refresh_key": refresh_key(document),
+        "job": job,
         "fields": {
             "error_message": display_value(document.error_message),
             "chunks_total": document.chunks_total,

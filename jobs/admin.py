@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 
 from common import history
@@ -11,6 +12,7 @@ from common.admin_widgets import (
     EMPTY,
     LIVE_MEDIA_CSS,
     LIVE_MEDIA_JS,
+    WIDE_LIST_CONTEXT,
     ReadOnlyModelAdmin,
     display_value,
     flower_task_url,
@@ -19,11 +21,27 @@ from common.admin_widgets import (
     live_ids,
     live_progress,
     pretty_json,
+    project_name_expression,
+    short_text,
 )
-from jobs import services
+from jobs import registry, services
 from jobs.models import Job
 
+# A file name or directory path in the list: long ones are cut, whole in the tooltip.
+SUBJECT_CHARS = 48
+
 # --- Jobs -----------------------------------------------------------------------------
+
+
+def time_after_created(job: Job, moment) -> str:
+    """A moment of the job as its list shows it: the time alone on the day
+    the job was created (the list shows that date above it), else the date
+    and time."""
+    if moment is None:
+        return EMPTY
+    if timezone.localdate(moment) == timezone.localdate(job.created_at):
+        return formats.date_format(timezone.localtime(moment), "H:i:s")
+    return display_value(moment)
 
 
 def job_live_state(job: Job) -> dict:
@@ -40,29 +58,47 @@ def job_live_state(job: Job) -> dict:
             "chunks_failed": job.chunks_failed,
             "started_at": display_value(job.started_at),
             "completed_at": display_value(job.completed_at),
+            "started_time": time_after_created(job, job.started_at),
+            "completed_time": time_after_created(job, job.completed_at),
             "error_message": display_value(job.error_message),
         },
     }
+
+
+class KindFilter(admin.SimpleListFilter):
+    """Job kinds by the labels operators read (jobs.registry), not their codes."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return registry.kinds()
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(kind=self.value())
+        return queryset
 
 
 @admin.register(Job)
 class JobAdmin(ReadOnlyModelAdmin):
     list_display = [
         "id",
-        "kind",
+        "kind_label",
+        "subject",
+        "project_name",
         "status_badge",
         "progress_with_message",
-        "files_live",
-        "chunks_live",
+        "counters_live",
         "times_live",
     ]
-    list_display_links = ["id", "kind"]
-    list_filter = ["status", "kind"]
+    list_display_links = ["id", "kind_label"]
+    list_filter = ["status", KindFilter]
     search_fields = ["error_type", "error_message", "progress_message"]
     actions = ["cancel_jobs"]
     fieldsets = [
-        (None, {"fields": ["kind", "status_badge", "progress_bar", "progress_message_live", "parent_link",
-                           "project_id", "subject_id"]}),
+        (None, {"fields": ["kind_label", "subject", "status_badge", "progress_bar", "progress_message_live",
+                           "parent_link", "project_name", "project_id", "subject_id"]}),
         ("Counters", {"fields": ["files_scanned_live", "files_indexed_live", "chunks_created_live",
                                  "chunks_failed_live"]}),
         ("Times", {"fields": ["created_at_display", "started_at_live", "completed_at_live", "cancelled_at_display",
@@ -72,7 +108,7 @@ class JobAdmin(ReadOnlyModelAdmin):
         ("Metadata", {"fields": ["metadata_block"]}),
     ]
     readonly_fields = [
-        "status_badge", "progress_bar", "progress_message_live", "parent_link",
+        "kind_label", "subject", "project_name", "status_badge", "progress_bar", "progress_message_live", "parent_link",
         "files_scanned_live", "files_indexed_live", "chunks_created_live", "chunks_failed_live",
         "created_at_display", "started_at_live", "completed_at_live", "cancelled_at_display", "updated_at_display",
         "error_message_live", "error_traceback_block", "celery_task_link", "celery_chord_link", "metadata_block",
@@ -81,6 +117,23 @@ class JobAdmin(ReadOnlyModelAdmin):
     class Media:
         css = LIVE_MEDIA_CSS
         js = LIVE_MEDIA_JS
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        return super().changelist_view(request, extra_context={**WIDE_LIST_CONTEXT, **(extra_context or {})})
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        if obj is None or obj.subject_id is None:
+            return self.fieldsets
+        # A job with one subject counts chunks, not files (see counters_live).
+        hidden = {"files_scanned_live", "files_indexed_live"}
+        return [
+            (name, {**options, "fields": [field for field in options["fields"] if field not in hidden]})
+            for name, options in self.fieldsets
+        ]
+
+    def get_queryset(self, request: HttpRequest):
+        # The project's name in the same query as the page's jobs.
+        return super().get_queryset(request).annotate(project_name_value=project_name_expression("project_id"))
 
     def get_urls(self):
         return [
@@ -123,24 +176,62 @@ class JobAdmin(ReadOnlyModelAdmin):
             self._live_field(job, "progress_message"),
         )
 
-    @admin.display(description="Files")
-    def files_live(self, job: Job) -> str:
-        return format_html('<span class="mirage-counters">{} scanned<br>{} indexed</span>',
-                           self._live_field(job, "files_scanned"), self._live_field(job, "files_indexed"))
+    @admin.display(description="Kind", ordering="kind")
+    def kind_label(self, job: Job) -> str:
+        return registry.label_for(job.kind)
 
-    @admin.display(description="Chunks")
-    def chunks_live(self, job: Job) -> str:
-        return format_html('<span class="mirage-counters">{} created<br>{} failed</span>',
-                           self._live_field(job, "chunks_created"), self._live_field(job, "chunks_failed"))
+    @admin.display(description="File")
+    def subject(self, job: Job) -> str:
+        # Document jobs carry their file's name; an import, its directory.
+        return short_text(job.metadata.get("filename") or job.metadata.get("path") or "", chars=SUBJECT_CHARS)
+
+    @admin.display(description="Project", ordering="project_id")
+    def project_name(self, job: Job) -> str:
+        name = getattr(job, "project_name_value", "")
+        if job.project_id is None:
+            return EMPTY
+        return name or f"project {job.project_id}"
+
+    @admin.display(description="Counts")
+    def counters_live(self, job: Job) -> str:
+        chunks = format_html(
+            "{} chunks<br>{} failed",
+            self._live_field(job, "chunks_created"),
+            self._live_field(job, "chunks_failed"),
+        )
+        # Only a job over many files (an import, which has no single
+        # subject) counts files; "0 scanned / 1 indexed" on a document's
+        # own job reads as a fault.
+        if job.subject_id is not None:
+            return format_html('<span class="mirage-counters">{}</span>', chunks)
+        return format_html(
+            '<span class="mirage-counters">{} files scanned<br>{} indexed<br>{}</span>',
+            self._live_field(job, "files_scanned"),
+            self._live_field(job, "files_indexed"),
+            chunks,
+        )
 
     @admin.display(description="Times", ordering="created_at")
     def times_live(self, job: Job) -> str:
+        # The date once, then each step's time: date and time of every step
+        # in a column narrow enough for the list to fit 1,280 px.
+        live = {
+            field: format_html(
+                '<span data-live-url="{}" data-live-id="{}" data-live-role="field" data-live-field="{}">{}</span>',
+                self.live_url,
+                job.id,
+                field,
+                time_after_created(job, getattr(job, f"{step}_at")),
+            )
+            for step, field in (("started", "started_time"), ("completed", "completed_time"))
+        }
         return format_html(
-            '<span class="mirage-times"><small>created</small> {}<br><small>started</small> {}<br>'
+            '<span class="mirage-times">{}<br><small>created</small> {}<br><small>started</small> {}<br>'
             "<small>completed</small> {}</span>",
-            display_value(job.created_at),
-            self._live_field(job, "started_at"),
-            self._live_field(job, "completed_at"),
+            formats.date_format(timezone.localtime(job.created_at), "Y-m-d"),
+            time_after_created(job, job.created_at),
+            live["started_time"],
+            live["completed_time"],
         )
 
     @admin.display(description="Message")

@@ -113,6 +113,10 @@ def test_document_page_shows_its_history_as_timeline_current_job_and_flower_link
     response = operator_client.get(reverse("admin:documents_document_change", args=[document.id]))
 
     content = response.content.decode()
+    # The timeline is the document's recorded history (common.StatusChange).
+    timeline = response.context["timeline"]
+    assert timeline and timeline[0]["to_status"] == "pending"
+    assert 'id="mirage-timeline"' in content and timeline[0]["actor"] in content
     # The timeline is the document's history: who moved it where, and why.
     job_services.job_cancel(job_id=document.current_job_id, actor="operator:7", reason="cancelled in the admin")
     content = operator_client.get(reverse("admin:documents_document_change", args=[document.id])).content.decode()

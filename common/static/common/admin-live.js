@@ -8,6 +8,13 @@
  *   badge     text and colour from the status
  *   progress  bar width, aria-valuenow and label
  *   field     text of the named field (data-live-field)
+ *   refresh   a panel drawn on the server (a list, buttons): when the
+ *             state's refresh_key differs from its data-live-version, the
+ *             page is fetched again and the panel replaced by its new copy
+ * An element with data-live-part reads that part of the state (the document
+ * page's job panel reads "job"), so panels fed by one answer agree.
+ * Panels are replaced before the answer is applied to the other elements,
+ * so the whole page moves to a new state together.
  * Pages poll every second while anything on them is still active, and
  * slowly once everything has finished (another operator may restart it).
  */
@@ -45,8 +52,13 @@
     element.classList.add(prefix + "--" + status);
   }
 
-  function apply(element, item) {
+  function apply(element, state) {
     var role = element.dataset.liveRole;
+    var part = element.dataset.livePart;
+    var item = part ? state[part] : state;
+    if (!item) {
+      return;
+    }
     if (role === "badge") {
       replaceStatusClass(element, "mirage-badge", item.status);
       if (element.textContent !== item.status) {
@@ -75,6 +87,41 @@
     }
   }
 
+  function isStale(element, item) {
+    return element.dataset.liveRole === "refresh" && item.refresh_key !== undefined &&
+      element.dataset.liveVersion !== String(item.refresh_key);
+  }
+
+  var refreshing = false;
+
+  // Fetch this page again and put the new copies of `panels` in place.
+  function refreshPanels(panels) {
+    if (refreshing) {
+      return Promise.resolve();
+    }
+    refreshing = true;
+    return fetch(window.location.href, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "text/html" },
+    }).then(function (response) {
+      if (!response.ok || response.redirected) {
+        throw new Error("page refresh failed: " + response.status);
+      }
+      return response.text();
+    }).then(function (html) {
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      panels.forEach(function (panel) {
+        var copy = panel.id && fresh.getElementById(panel.id);
+        if (copy) {
+          panel.replaceWith(document.importNode(copy, true));
+        }
+      });
+    }).finally(function () {
+      refreshing = false;
+    });
+  }
+
   function fetchGroup(url, elementsById) {
     var ids = Array.from(elementsById.keys()).slice(0, MAX_IDS_PER_REQUEST);
     var separator = url.indexOf("?") === -1 ? "?" : "&";
@@ -91,20 +138,34 @@
       }
       return response.json();
     }).then(function (payload) {
-      var active = false;
+      var items = payload.items || {};
+      var stale = [];
       elementsById.forEach(function (elements, id) {
-        var item = payload.items && payload.items[id];
-        if (!item) {
-          return;
-        }
-        if (!item.final) {
-          active = true;
-        }
         elements.forEach(function (element) {
-          apply(element, item);
+          if (items[id] && isStale(element, items[id])) {
+            stale.push(element);
+          }
         });
       });
-      return active;
+      var panelsDone = stale.length ? refreshPanels(stale) : Promise.resolve();
+      return panelsDone.then(function () {
+        var active = false;
+        elementsById.forEach(function (elements, id) {
+          var item = items[id];
+          if (!item) {
+            return;
+          }
+          if (!item.final) {
+            active = true;
+          }
+          // Read the page again: refreshed panels brought new elements.
+          document.querySelectorAll('[data-live-url="' + url + '"][data-live-id="' + id + '"]')
+            .forEach(function (element) {
+              apply(element, item);
+            });
+        });
+        return active;
+      });
     });
   }
 
