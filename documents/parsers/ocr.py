@@ -2,9 +2,10 @@
 (pypdfium2), read by Tesseract (pytesseract runs the `tesseract` program).
 
 Which pages need it is measured, not guessed: a page whose text layer is
-missing, very short, or mostly not letters and digits (a font without a
-Unicode map yields symbols and private-use characters) is read again from
-its pixels. A page with a good text layer is never OCR'd."""
+missing or mostly not letters and digits (a font without a Unicode map
+yields symbols and private-use characters), or very short over a picture,
+is read again from its pixels. A page with a good text layer is never
+OCR'd."""
 from __future__ import annotations
 
 import math

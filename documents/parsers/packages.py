@@ -74,7 +74,7 @@ def open_package(path: Path, *, file_type: str) -> zipfile.ZipFile:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError) as error:
         raise ParseError(
-            f"file is damaged or truncated: {name} is a ZIP package, and its central directory is missing or unreadable"
+            f"file is damaged or truncated: the ZIP package of {name} has no readable central directory"
         ) from error
     try:
         check_budget(archive)

@@ -16,7 +16,7 @@ from .text import MAX_TITLE_CHARS, normalise_text, title_from_filename
 
 logger = logging.getLogger(__name__)
 
-NO_TEXT_MESSAGE = "no text: no page has a text layer, and OCR found no text on any page"
+NO_TEXT_MESSAGE = "no extractable text: no page has a usable text layer, and OCR found no text on any page"
 ENCRYPTED_MESSAGE = "PDF is encrypted and needs a password to open; upload a copy without password protection"
 
 # Producers often store the source file name as the title ("Binder1.pdf",
@@ -116,7 +116,10 @@ def _page_sections(
                 failed = True
             quality = ocr.text_layer_quality(text)
             structure = {"page": index + 1, "title": title}
-            if not quality.usable:
+            # A short clean text layer over a picture is a scanner's stamp
+            # (a page number, "Scanned by ..."); without a picture it is the
+            # page's whole text.
+            if not quality.clean or (not quality.usable and _has_images(reader, index)):
                 recognised = _ocr_page(page_reader, index)
                 failed = failed or recognised is None
                 if recognised is not None and recognised.text.strip():
@@ -138,6 +141,29 @@ def _page_sections(
         if metadata["pages_failed"] and not metadata["pages_without_text"]:
             raise ParseError("PDF is damaged: text could not be extracted from any page")
         raise ParseError(NO_TEXT_MESSAGE)
+
+
+def _has_images(reader: PdfReader, index: int) -> bool:
+    try:
+        return _resources_hold_images(reader.pages[index].get("/Resources"), depth=0)
+    except Exception:  # noqa: BLE001 - damaged resources: let OCR look at the page
+        return True
+
+
+def _resources_hold_images(resources, *, depth: int) -> bool:
+    resources = resources.get_object() if resources is not None else None
+    if not resources or depth > 3:
+        return False
+    x_objects = resources.get("/XObject")
+    x_objects = x_objects.get_object() if x_objects is not None else {}
+    for reference in x_objects.values():
+        x_object = reference.get_object()
+        subtype = x_object.get("/Subtype")
+        if subtype == "/Image":
+            return True
+        if subtype == "/Form" and _resources_hold_images(x_object.get("/Resources"), depth=depth + 1):
+            return True
+    return False
 
 
 def _ocr_page(page_reader: ocr.PageReader, index: int) -> ocr.OcrPage | None:

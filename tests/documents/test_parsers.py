@@ -24,11 +24,10 @@ from documents.parsers import text as text_parser
 from documents.parsers.html import parse_text as parse_html_text
 from documents.parsers.pdf import ENCRYPTED_MESSAGE, NO_TEXT_MESSAGE
 from documents.parsers.text import decode_text
+from tests.support.ocr import requires_tesseract
+from tests.support.paths import CORPUS, FIXTURES
 
 pytestmark = pytest.mark.unit
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "documents"
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 
 JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(range(256)) * 4
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
@@ -484,10 +483,12 @@ def test_pdf_yields_one_section_per_page_with_page_numbers(tmp_path):
     assert document.metadata["pages_without_text"] == 1
 
 
-def test_pdf_without_any_text_layer_needs_ocr(tmp_path):
+@requires_tesseract("eng")
+def test_pdf_whose_pages_are_blank_even_to_ocr_has_no_extractable_text(tmp_path):
     document = parse_file(write(tmp_path, "scan.pdf", minimal_pdf(["", ""])), "scan.pdf")
-    with pytest.raises(ParseError, match=r"^no extractable text \(scanned PDF without a text layer; needs OCR\)$"):
+    with pytest.raises(ParseError, match=r"^no extractable text: no page has a usable text layer, and OCR found"):
         sections_of(document)
+    assert document.metadata["pages_without_text"] == 2 and document.metadata["pages_ocr"] == 0
 
 
 def test_truncated_pdf_fails_with_a_clear_reason_not_a_hang(tmp_path):
@@ -519,7 +520,7 @@ def test_encrypted_pdf_without_password_fails_clearly():
 
 
 def test_no_text_message_is_the_documented_one():
-    assert NO_TEXT_MESSAGE == "no extractable text (scanned PDF without a text layer; needs OCR)"
+    assert NO_TEXT_MESSAGE == "no extractable text: no page has a usable text layer, and OCR found no text on any page"
 
 
 # --- epub ------------------------------------------------------------------

@@ -9,10 +9,10 @@ from django.contrib.auth import get_user_model
 
 from documents import services
 from documents.models import Document, Project
+from tests.support.paths import CORPUS, FORMATS  # noqa: F401 - re-exported for the corpus tests
 
 _counter = itertools.count(1)
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 
 
 def make_project(*, name: str | None = None, embedder: str = "hash", members=()) -> Project:
