@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -82,12 +83,18 @@ class TextLayerQuality:
 
 
 def text_layer_quality(text: str) -> TextLayerQuality:
+    # Dot leaders and rules ("Chapter 1 . . . . . 3") are layout, not
+    # garbage: a table of contents is half dots.
+    text = _LEADERS.sub(" ", text)
     visible = [char for char in text if not char.isspace()]
     if not visible:
         return TextLayerQuality(0, 0.0, 0.0)
     alphanumeric = sum(1 for char in visible if char.isalnum())
     unprintable = sum(1 for char in visible if _unprintable(char))
     return TextLayerQuality(len(visible), alphanumeric / len(visible), unprintable / len(visible))
+
+
+_LEADERS = re.compile(r"(?:([.\-_·…=~*])[ \t]?)\1(?:[ \t]?\1)+")
 
 
 def _unprintable(char: str) -> bool:
