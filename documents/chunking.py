@@ -327,7 +327,9 @@ class _Packer:
         while True:
             unit = carried.popleft() if carried else next(source, None)
             if unit is not None and not pending:
-                overlap_is_header = unit.header is not None
+                overlap_is_header = (
+                    unit.header is not None and len(unit.header[0]) + 1 + len(unit.text) <= self.max_chars
+                )
                 overlap = unit.header if overlap_is_header else self._overlap(previous, unit)
                 tokens, chars = (overlap[1], len(overlap[0])) if overlap else (0, 0)
             elif unit is None or tokens + unit.tokens > self.max_tokens or chars + len(unit.text) > self.max_chars:

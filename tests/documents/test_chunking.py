@@ -349,3 +349,25 @@ def test_a_header_too_big_to_repeat_is_cut_like_any_atomic_block():
 def test_a_header_only_table_is_kept():
     section = Section(text="", structure={}, atomic=True, table_header=HEADER)
     assert [draft.content for draft in chunk([section])] == [HEADER]
+
+
+def test_table_chunks_respect_every_cap_whatever_the_budget_and_counter():
+    wide_rows = "\n".join(f"| r{index} | " + "cell text " * (index % 7) + "|" for index in range(60))
+    sections = [
+        Section(text="Intro " * 30, structure={"sheet": "S"}),
+        table(25),
+        Section(text=wide_rows, structure={"sheet": "S"}, atomic=True, table_header=HEADER),
+        Section(text="after " * 40, structure={"sheet": "S"}),
+    ]
+
+    def characters(text: str) -> int:
+        return len(text)
+
+    for count_tokens in (word_count, approx_token_count, characters):
+        for max_tokens in (12, 25, 64, 254):
+            for overlap in (0, max_tokens // 4):
+                chunks = chunk(sections, max_tokens=max_tokens, overlap_tokens=overlap, count_tokens=count_tokens)
+                for draft in chunks:
+                    assert draft.token_count == count_tokens(draft.content) <= max_tokens
+                    assert len(draft.content) <= MAX_CHARS_PER_TOKEN * max_tokens
+                    assert draft.content.strip()
