@@ -16,6 +16,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not CORPUS.exists(), reason="shared corpus not present"),
+    # A generous deadline, not a bound: the corpus holds a 117-page PDF and a
+    # scan read by OCR, and a shared two-core machine can be slow.
+    pytest.mark.timeout(1800),
 ]
 
 BAD_INPUTS = {
@@ -52,7 +55,7 @@ def test_the_whole_corpus_ends_in_true_final_states(worker):
 
     wait_until(
         lambda: not Document.objects.filter(id__in=submitted.values(), status__in=Document.ACTIVE_STATUSES).exists(),
-        timeout=600,
+        timeout=1700,
         interval=1.0,
         message="every corpus document final",
     )
