@@ -3,6 +3,7 @@ a scanned PDF through OCR (pages rasterised from a real corpus PDF, no text
 layer), against reading the same pages' text layer; and peak memory of
 parsing and chunking a 100,000-row Excel sheet, against a 10,000-row one
 (is the sheet streamed, or held whole?)."""
+
 from __future__ import annotations
 
 import io
@@ -55,9 +56,11 @@ def run(*, quick: bool) -> list[Result]:
     text_layer = probe("ocr", env.CORPUS / SCAN_SOURCE)
     ocr_rate = figures["pages_ocr"] / figures["seconds"]
     text_rate = text_layer["pages"] / text_layer["seconds"]
-    say(f"    {figures['pages_ocr']} pages OCR'd in {figures['seconds']:.1f} s ({ocr_rate:.2f} pages/s); "
+    say(
+        f"    {figures['pages_ocr']} pages OCR'd in {figures['seconds']:.1f} s ({ocr_rate:.2f} pages/s); "
         f"worker peak {figures['peak_mb']:.0f} MB (before {figures['baseline_mb']:.0f} MB), "
-        f"Tesseract peak {figures['tesseract_peak_mb']:.0f} MB; text layer {text_rate:.1f} pages/s")
+        f"Tesseract peak {figures['tesseract_peak_mb']:.0f} MB; text layer {text_rate:.1f} pages/s"
+    )
     results.append(
         Result(
             row=f"8 OCR: {pages}-page scan, pages/s (vs the same pages' text layer)",
@@ -66,9 +69,11 @@ def run(*, quick: bool) -> list[Result]:
             ratio=ocr_rate / text_rate,
             goal="stated",
             met=None,
-            notes=[f"peak memory: worker {figures['peak_mb']:.0f} MB (resident before parse "
-                   f"{figures['baseline_mb']:.0f} MB), Tesseract process {figures['tesseract_peak_mb']:.0f} MB; "
-                   f"300 dpi rendering, OMP_THREAD_LIMIT=1, MIRAGE_OCR_LANGUAGES=eng"],
+            notes=[
+                f"peak memory: worker {figures['peak_mb']:.0f} MB (resident before parse "
+                f"{figures['baseline_mb']:.0f} MB), Tesseract process {figures['tesseract_peak_mb']:.0f} MB; "
+                f"300 dpi rendering, OMP_THREAD_LIMIT=1, MIRAGE_OCR_LANGUAGES=eng"
+            ],
         )
     )
 
@@ -82,8 +87,10 @@ def run(*, quick: bool) -> list[Result]:
             peaks[rows] = probe("parse", path)
         finally:
             path.unlink(missing_ok=True)
-        say(f"    peak {peaks[rows]['peak_mb']:.0f} MB (after imports {peaks[rows]['baseline_mb']:.0f} MB), "
-            f"{peaks[rows]['chunks']} chunks in {peaks[rows]['seconds']:.1f} s")
+        say(
+            f"    peak {peaks[rows]['peak_mb']:.0f} MB (after imports {peaks[rows]['baseline_mb']:.0f} MB), "
+            f"{peaks[rows]['chunks']} chunks in {peaks[rows]['seconds']:.1f} s"
+        )
     small, large = (peaks[rows] for rows in sizes)
     ratio = large["peak_mb"] / small["peak_mb"]
     results.append(
@@ -94,8 +101,10 @@ def run(*, quick: bool) -> list[Result]:
             ratio=ratio,
             goal="bounded: <= 1.5x",
             met=ratio <= 1.5,
-            notes=[f"{sizes[1]} rows: {large['chunks']} chunks in {large['seconds']:.0f} s "
-                   f"({sizes[1] / large['seconds']:.0f} rows/s)"],
+            notes=[
+                f"{sizes[1]} rows: {large['chunks']} chunks in {large['seconds']:.0f} s "
+                f"({sizes[1] / large['seconds']:.0f} rows/s)"
+            ],
         )
     )
     return results

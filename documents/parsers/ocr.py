@@ -6,6 +6,7 @@ missing or mostly not letters and digits (a font without a Unicode map
 yields symbols and private-use characters), or very short over a picture,
 is read again from its pixels. A page with a good text layer is never
 OCR'd."""
+
 from __future__ import annotations
 
 import math
@@ -77,8 +78,10 @@ class TextLayerQuality:
     @property
     def clean(self) -> bool:
         """Good text, however short (a page holding only its number)."""
-        return self.visible_chars > 0 and self.alphanumeric_share >= MIN_ALPHANUMERIC_SHARE and (
-            self.unprintable_share <= MAX_UNPRINTABLE_SHARE
+        return (
+            self.visible_chars > 0
+            and self.alphanumeric_share >= MIN_ALPHANUMERIC_SHARE
+            and (self.unprintable_share <= MAX_UNPRINTABLE_SHARE)
         )
 
 

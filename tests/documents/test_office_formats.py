@@ -2,6 +2,7 @@
 and the refusals of hostile or unreadable packages. Real files come from
 ../shared/formats (made from the corpus with LibreOffice) and from the
 builders in tests/support/office_files.py."""
+
 from __future__ import annotations
 
 import json
@@ -115,7 +116,9 @@ def test_a_package_whose_manifest_says_otherwise_is_refused(tmp_path):
     path = write(tmp_path, "slides.xlsx", office_files.rich_pptx())
     from documents.parsers import xlsx
 
-    with pytest.raises(ParseError, match=r"file content is a PowerPoint presentation \(\.pptx\), not an Excel workbook"):
+    with pytest.raises(
+        ParseError, match=r"file content is a PowerPoint presentation \(\.pptx\), not an Excel workbook"
+    ):
         xlsx.parse(path, path.name)
 
 
@@ -125,7 +128,9 @@ def test_a_package_whose_manifest_says_otherwise_is_refused(tmp_path):
 def test_zip_bomb_named_xlsx_is_refused_before_anything_is_inflated(tmp_path):
     path = write(tmp_path, "bomb.xlsx", office_files.zip_bomb_xlsx())
     assert detect_type(path.read_bytes()[:8192], path.name) == "xlsx"
-    with pytest.raises(ParseError, match=r"^file looks like a zip bomb: xl/worksheets/sheet1.xml would inflate \d+ times"):
+    with pytest.raises(
+        ParseError, match=r"^file looks like a zip bomb: xl/worksheets/sheet1.xml would inflate \d+ times"
+    ):
         parse_file(path, path.name)
 
 

@@ -3,6 +3,7 @@ Celery worker, Postgres, Redis): each readable one ends `ready` with its
 structure; the hostile and unreadable ones end in a clear error or a 415
 with a reason; the worker answers afterwards; a phrase that exists only in
 the picture of a scanned page is found by keyword and semantic search."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,14 @@ pytestmark = [
 ]
 
 # Where each type records its place in the document.
-PLACE_KEYS = {"docx": "heading_path", "odt": "heading_path", "pptx": "slide", "xlsx": "sheet", "ods": "sheet",
-              "pdf": "page"}
+PLACE_KEYS = {
+    "docx": "heading_path",
+    "odt": "heading_path",
+    "pptx": "slide",
+    "xlsx": "sheet",
+    "ods": "sheet",
+    "pdf": "page",
+}
 
 
 @pytest.fixture
@@ -69,9 +76,16 @@ def test_office_files_and_scans_end_ready_with_their_structure(api_and_project):
 
     documents = wait_final(ids)
 
-    expected_types = {"htmlcssguide.docx": "docx", "cppguide.odt": "odt", "pdflatex-4-pages.pptx": "pptx",
-                      "corpus-manifest.xlsx": "xlsx", "corpus-manifest.ods": "ods",
-                      "pdflatex-pages-1-2-scan.pdf": "pdf", "manual.docx": "docx", "review.pptx": "pptx"}
+    expected_types = {
+        "htmlcssguide.docx": "docx",
+        "cppguide.odt": "odt",
+        "pdflatex-4-pages.pptx": "pptx",
+        "corpus-manifest.xlsx": "xlsx",
+        "corpus-manifest.ods": "ods",
+        "pdflatex-pages-1-2-scan.pdf": "pdf",
+        "manual.docx": "docx",
+        "review.pptx": "pptx",
+    }
     assert {name: document.file_type for name, document in documents.items()} == expected_types
     for name, document in documents.items():
         assert document.status == "ready", (name, document.status, document.error_message)
@@ -113,9 +127,12 @@ def test_a_phrase_only_in_a_scanned_page_is_found_by_keyword_and_semantic_search
     documents = wait_final(ids)
     assert {document.status for document in documents.values()} == {"ready"}
     # The phrase is in no text layer: the scan has none.
-    assert not Chunk.objects.filter(document__in=documents.values()).exclude(structure__ocr=True).filter(
-        content__icontains="gefburn"
-    ).exists()
+    assert (
+        not Chunk.objects.filter(document__in=documents.values())
+        .exclude(structure__ocr=True)
+        .filter(content__icontains="gefburn")
+        .exists()
+    )
 
     for mode in ("keyword", "semantic"):
         response = client.get(f"/api/v1/projects/{project.id}/search/", {"q": office_files.SCAN_PHRASE, "mode": mode})
