@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from documents.models import Chunk, Document
+from documents.parsers import ocr
 from mirage.celery import app as celery_app
 from tests.support import office_files
 from tests.support.factories import make_project, make_user
@@ -178,3 +179,22 @@ def test_bad_office_files_end_in_a_clear_error_or_refusal_and_the_worker_lives(a
     assert celery_app.control.ping(timeout=5.0)
     response = upload(client, project, "manual.docx", office_files.rich_docx())
     assert wait_final([response.json()["id"]])["manual.docx"].status == "ready"
+
+
+@requires_tesseract("eng", "deu")
+@pytest.mark.skipif(not office_files.GERMAN_SOURCE.exists(), reason="shared corpus not present")
+def test_a_scan_in_a_second_language_ends_ready_in_that_language(api_and_project, monkeypatch):
+    client, project = api_and_project
+    # What MIRAGE_OCR_LANGUAGES=deu+eng sets when the worker starts.
+    monkeypatch.setattr(ocr, "LANGUAGES", "deu+eng")
+    scan = office_files.image_only_pdf(office_files.GERMAN_SOURCE, page_index=5)
+    response = upload(client, project, "topologie-scan.pdf", scan)
+    document = wait_final([response.json()["id"]])["topologie-scan.pdf"]
+
+    assert document.status == "ready", document.error_message
+    chunks = list(Chunk.objects.filter(document=document).order_by("position"))
+    assert all(chunk.structure["ocr"] is True and chunk.structure["page"] == 1 for chunk in chunks)
+    text = " ".join(chunk.content for chunk in chunks)
+    assert "Topologische Räume" in text and "folgenden Eigenschaften" in text
+    hits = client.get(f"/api/v1/projects/{project.id}/search/", {"q": "topologische Räume", "mode": "keyword"}).json()
+    assert hits and hits[0]["document_id"] == document.id
