@@ -16,6 +16,14 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
+# Tesseract reads scanned PDF pages (OCR). Add tesseract-ocr-<code> packages
+# for the languages in MIRAGE_OCR_LANGUAGES with --build-arg OCR_LANGUAGES.
+ARG OCR_LANGUAGES="eng"
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tesseract-ocr \
+        $(for code in $OCR_LANGUAGES; do echo "tesseract-ocr-$code"; done) \
+ && rm -rf /var/lib/apt/lists/*
+
 # Requirements before the code, so a code change does not reinstall them.
 COPY requirements/ requirements/
 RUN pip install -r requirements/base.txt \

@@ -10,7 +10,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/local-model.txt
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down migrate run demo test test-unit test-e2e browser prometheus lint bench clean
+.PHONY: help venv services services-down migrate run demo test test-unit test-e2e browser prometheus ocr lint bench clean
 
 help:
 	@echo "make demo        set up, run the pipeline on real documents, print results"
@@ -44,7 +44,7 @@ run: migrate
 demo: migrate
 	$(MANAGE) demo $(DEMO_PATHS)
 
-test: services browser prometheus
+test: services browser prometheus ocr
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium; install it when missing and
@@ -68,6 +68,19 @@ prometheus:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 		else \
 			echo "promtool/prometheus not found: the alert-rule and Prometheus tests will be skipped (apt-get install prometheus)"; \
+		fi; \
+	fi
+
+# OCR of scanned PDFs runs Debian's Tesseract (English, plus German for the
+# second-language tests); installed the same way as Chromium.
+OCR_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu
+ocr:
+	@if ! command -v tesseract >/dev/null || ! tesseract --list-langs 2>/dev/null | grep -qx deu; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $(OCR_PACKAGES) (OCR of scanned PDFs)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCR_PACKAGES) >/dev/null; \
+		else \
+			echo "tesseract (with eng and deu data) not found: OCR tests will be skipped (apt-get install $(OCR_PACKAGES))"; \
 		fi; \
 	fi
 

@@ -7,6 +7,7 @@ so that it covers the work alone (ru_maxrss cannot be reset).
 
     python -m bench.memory_probe parse PATH
     python -m bench.memory_probe ingest PATH
+    python -m bench.memory_probe ocr PATH      (Tesseract's own peak too)
 """
 from __future__ import annotations
 
@@ -52,6 +53,26 @@ def parse(path: Path) -> dict:
             "seconds": time.perf_counter() - started}
 
 
+def ocr(path: Path) -> dict:
+    """Parse and chunk a scanned PDF: every page goes through OCR. The
+    tokenizer-free counter keeps the figure about OCR; Tesseract runs in
+    child processes, whose peak is reported apart."""
+    import resource
+
+    from documents.chunking import approx_token_count, chunk_sections
+    from documents.parsers import parse_file
+
+    baseline = start_measuring()
+    started = time.perf_counter()
+    parsed = parse_file(path, path.name)
+    chunks = sum(1 for _ in chunk_sections(parsed.sections, max_tokens=254, overlap_tokens=40,
+                                           count_tokens=approx_token_count))
+    seconds = time.perf_counter() - started
+    return {"baseline_mb": baseline, "peak_mb": peak_mb(), "chunks": chunks, "seconds": seconds,
+            "pages": parsed.metadata["page_count"], "pages_ocr": parsed.metadata["pages_ocr"],
+            "tesseract_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
 def ingest(path: Path) -> dict:
     import django
 
@@ -77,4 +98,4 @@ def ingest(path: Path) -> dict:
 
 if __name__ == "__main__":
     mode, target = sys.argv[1], Path(sys.argv[2])
-    print(json.dumps({"parse": parse, "ingest": ingest}[mode](target)))
+    print(json.dumps({"parse": parse, "ingest": ingest, "ocr": ocr}[mode](target)))

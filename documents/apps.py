@@ -7,6 +7,11 @@ class DocumentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from documents import jobkinds
+        from documents.parsers import ocr
 
         jobkinds.register_all()
+        # Parsers are plain Python and never read Django settings themselves.
+        ocr.configure(languages=settings.MIRAGE_OCR_LANGUAGES)

@@ -47,6 +47,9 @@ def chunk_sections(
       then words, then characters (text without spaces); atomic sections
       (code, tables) are only cut, by lines, when they alone exceed
       `max_tokens`;
+    - tables (sections with a `table_header`) are cut between rows only, and
+      a chunk that continues a table starts with the table's header row and
+      delimiter line (unless the header alone takes over half the budget);
     - a chunk that continues the previous chunk's run of text starts with up
       to `overlap_tokens` of that chunk's tail, cut at a word boundary where
       there is one;
@@ -80,6 +83,9 @@ class _Unit:
     tokens: int
     # Whitespace that separated this unit from the text before it.
     separator: str
+    # (text, tokens) of the table header to put first when this unit (rows
+    # of a table) opens a chunk.
+    header: tuple[str, int] | None = None
 
 
 _PARAGRAPHS, _SENTENCES, _LINES, _WORDS, _CHARACTERS = range(5)
@@ -107,8 +113,15 @@ class _Splitter:
         # Small pieces (sentences, words) are counted in windows of about
         # this many characters rather than one by one.
         self.window_chars = max_tokens
+        # The header of the table the previous section belonged to: the next
+        # section with the same header continues that table.
+        self.open_table_header: str | None = None
 
     def units(self, section: Section) -> Iterator[_Unit]:
+        if section.table_header is not None:
+            yield from self._table_units(section)
+            return
+        self.open_table_header = None
         if section.atomic:
             text = section.text.strip("\n").rstrip()
             if text.strip():
@@ -117,6 +130,42 @@ class _Splitter:
             text = _EXTRA_BLANK_LINES.sub("\n\n", section.text.strip())
             if text:
                 yield from self._split(text, _PARAGRAPHS, "\n\n")
+
+    def _table_units(self, section: Section) -> Iterator[_Unit]:
+        """Body rows in units that leave room for the header; the table's
+        first unit carries the header itself, the others carry it along to
+        be repeated when they open a chunk."""
+        header = section.table_header.strip("\n").rstrip()
+        continuing = header == self.open_table_header
+        self.open_table_header = header
+        body = section.text.strip("\n").rstrip()
+        header_tokens = self._count(header)
+        if header_tokens is None or header_tokens > self.max_tokens // 2:
+            # A header that big would crowd out the rows: the table is cut
+            # like any atomic block.
+            text = body if continuing else f"{header}\n{body}".rstrip()
+            if text.strip():
+                yield from self._split(text, _LINES, "\n" if continuing else "\n\n")
+            return
+        if not body.strip():
+            if not continuing:
+                yield _Unit(header, header_tokens, "\n\n")
+            return
+        rows = _Splitter(max_tokens=self.max_tokens - header_tokens, count_tokens=self.count_tokens)
+        repeat = (header, header_tokens)
+        for index, unit in enumerate(rows._split(body, _LINES, "\n")):
+            if index == 0 and not continuing:
+                text = f"{header}\n{unit.text}"
+                tokens = self.count_tokens(text)
+                if tokens <= self.max_tokens:
+                    yield _Unit(text, tokens, "\n\n")
+                    continue
+                # A tokenizer that merges across the line break: the header
+                # goes as a unit of its own.
+                yield _Unit(header, header_tokens, "\n\n")
+                yield _Unit(unit.text, unit.tokens, "\n", header=repeat)
+            else:
+                yield _Unit(unit.text, unit.tokens, unit.separator, header=repeat)
 
     def _count(self, text: str) -> int | None:
         if len(text) > self.count_limit:
@@ -268,19 +317,24 @@ class _Packer:
         # Units handed back by `_measure`, to be placed before the source's.
         carried: deque[_Unit] = deque()
         pending: list[_Unit] = []
-        # (text, tokens) of the previous chunk's tail that opens this one.
+        # (text, tokens) of the previous chunk's tail that opens this one,
+        # or of the header of the table this chunk continues.
         overlap: tuple[str, int] | None = None
+        overlap_is_header = False
         tokens = chars = 0
         previous: str | None = None
         while True:
             unit = carried.popleft() if carried else next(source, None)
             if unit is not None and not pending:
-                overlap = self._overlap(previous, unit)
+                overlap_is_header = (
+                    unit.header is not None and len(unit.header[0]) + 1 + len(unit.text) <= self.max_chars
+                )
+                overlap = unit.header if overlap_is_header else self._overlap(previous, unit)
                 tokens, chars = (overlap[1], len(overlap[0])) if overlap else (0, 0)
             elif unit is None or tokens + unit.tokens > self.max_tokens or chars + len(unit.text) > self.max_chars:
                 if not pending:
                     return
-                content, token_count, given_back = self._measure(overlap, pending)
+                content, token_count, given_back = self._measure(overlap, pending, overlap_is_header=overlap_is_header)
                 yield content, token_count
                 previous = content
                 carried.extendleft(reversed(given_back + ([unit] if unit is not None else [])))
@@ -290,11 +344,14 @@ class _Packer:
             tokens += unit.tokens
             chars += len(unit.text) + len(unit.separator)
 
-    def _measure(self, overlap: tuple[str, int] | None, units: list[_Unit]) -> tuple[str, int, list[_Unit]]:
+    def _measure(
+        self, overlap: tuple[str, int] | None, units: list[_Unit], *, overlap_is_header: bool = False
+    ) -> tuple[str, int, list[_Unit]]:
         """The chunk's text and its real token count. Sums of per-unit counts
         are exact for word-level tokenizers (BERT) but not for BPE ones, so
         the whole chunk is counted; if it is over, the overlap is dropped and
-        then units are given back until it fits. A unit alone always fits:
+        then units are given back until it fits (a repeated table header is
+        kept longer: rows are given back first). A unit alone always fits:
         it was counted alone."""
         units = list(units)
         given_back: list[_Unit] = []
@@ -304,7 +361,7 @@ class _Packer:
             token_count = self.count_tokens(content)
             if token_count <= self.max_tokens or (overlap is None and len(units) == 1):
                 return content, token_count, given_back
-            if overlap is not None:
+            if overlap is not None and (not overlap_is_header or len(units) == 1):
                 overlap = None
             else:
                 given_back.insert(0, units.pop())

@@ -19,7 +19,10 @@ from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = {".md", ".markdown", ".pdf", ".epub", ".txt", ".text", ".html", ".htm", ".xhtml"}
+SUPPORTED_SUFFIXES = {
+    ".md", ".markdown", ".pdf", ".epub", ".txt", ".text", ".html", ".htm", ".xhtml",
+    ".docx", ".docm", ".pptx", ".pptm", ".xlsx", ".xlsm", ".odt", ".odp", ".ods",
+}
 
 
 class ImportPathRejected(ValueError):

@@ -7,7 +7,7 @@ from pgvector.django import VectorField
 
 DOCUMENT_STATUSES = ["pending", "indexing", "ready", "partial", "error", "cancelled"]
 CHUNK_STATUSES = ["pending", "processing", "ready", "corrupted", "error"]
-FILE_TYPES = ["markdown", "pdf", "epub", "text", "html"]
+FILE_TYPES = ["markdown", "pdf", "epub", "text", "html", "docx", "pptx", "xlsx", "odt", "odp", "ods"]
 
 
 class Project(models.Model):
@@ -58,6 +58,12 @@ class Document(models.Model):
         EPUB = "epub", "EPUB"
         TEXT = "text", "Plain text"
         HTML = "html", "HTML"
+        DOCX = "docx", "Word document"
+        PPTX = "pptx", "PowerPoint presentation"
+        XLSX = "xlsx", "Excel workbook"
+        ODT = "odt", "OpenDocument text"
+        ODP = "odp", "OpenDocument presentation"
+        ODS = "ods", "OpenDocument spreadsheet"
 
     ACTIVE_STATUSES = (Status.PENDING, Status.INDEXING)
     FINAL_STATUSES = (Status.READY, Status.PARTIAL, Status.ERROR, Status.CANCELLED)

@@ -156,6 +156,9 @@ LOGGING = {
 MIRAGE_EMBEDDER = env("MIRAGE_EMBEDDER", default="local")
 MIRAGE_CHUNK_SIZE = env.int("MIRAGE_CHUNK_SIZE", default=400)
 MIRAGE_CHUNK_OVERLAP = env.int("MIRAGE_CHUNK_OVERLAP", default=40)
+# Tesseract languages for PDF pages without a usable text layer, joined by
+# "+" (each needs its Debian package tesseract-ocr-<code> on the workers).
+MIRAGE_OCR_LANGUAGES = env("MIRAGE_OCR_LANGUAGES", default="eng")
 MIRAGE_MAX_CONCURRENT_INDEXING_JOBS = env.int("MIRAGE_MAX_CONCURRENT_INDEXING_JOBS", default=4)
 MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS = env.int("MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS", default=3600)
 MIRAGE_JOB_RETENTION_DAYS = env.int("MIRAGE_JOB_RETENTION_DAYS", default=30)

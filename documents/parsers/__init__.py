@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import epub, html, markdown, pdf, text
+from . import docx, epub, html, markdown, odf, pdf, pptx, text, xlsx
 from .base import ParsedDocument, ParseError, Section, UnsupportedFileType
 from .detect import HEAD_SIZE, detect_type
 
-FILE_TYPES = ("markdown", "pdf", "epub", "text", "html")
+FILE_TYPES = ("markdown", "pdf", "epub", "text", "html", "docx", "pptx", "xlsx", "odt", "odp", "ods")
 
 _PARSERS: dict[str, Callable[[Path, str], ParsedDocument]] = {
     "markdown": markdown.parse,
@@ -27,12 +27,19 @@ _PARSERS: dict[str, Callable[[Path, str], ParsedDocument]] = {
     "epub": epub.parse,
     "text": text.parse,
     "html": html.parse,
+    "docx": docx.parse,
+    "pptx": pptx.parse,
+    "xlsx": xlsx.parse,
+    "odt": odf.parse,
+    "odp": odf.parse,
+    "ods": odf.parse,
 }
 
 
 def parse_file(path: Path, filename: str) -> ParsedDocument:
     """Parse the file at `path`; `filename` is the name it was uploaded
-    under (its extension only chooses between markdown, HTML and text).
+    under (its extension only chooses between markdown, HTML and text, and
+    names an Office package whose parts the head does not show).
 
     Raises ParseError (user-readable message) or its subclass
     UnsupportedFileType. OSError from reading `path` propagates: that is the

@@ -28,12 +28,23 @@ class Section:
       epub: chapter (title), chapter_index (1-based, reading order: spine
             order, with a spine file that holds several chapters split), title
       text: title
+      docx/odt: title, heading_path, heading_level (as markdown)
+      pptx/odp: title (the document's), slide (1-based), slide_title;
+            speaker notes come as sections of their own with notes: True
+      xlsx/ods: title, sheet (the sheet's name)
+      pdf pages read by OCR add ocr: True and ocr_confidence (Tesseract's
+            mean word confidence, 0-100)
     """
 
     text: str
     structure: dict = field(default_factory=dict)
     # Code blocks and table rows: the chunker keeps them whole where they fit.
     atomic: bool = False
+    # Tables: the header row and delimiter line in Markdown (see tables.py);
+    # `text` then holds only body rows, and consecutive sections with the
+    # same header are one table. The chunker repeats the header at the top
+    # of every chunk that continues the table.
+    table_header: str | None = None
 
 
 @dataclass

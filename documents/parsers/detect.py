@@ -5,9 +5,11 @@ from __future__ import annotations
 import codecs
 import re
 import struct
+import zlib
 from pathlib import PurePath
 
 from .base import ParseError, UnsupportedFileType
+from .packages import ODF_MIMETYPES, OOXML_MAIN_TYPES
 
 # How many leading bytes callers should pass to `detect_type`.
 HEAD_SIZE = 8192
@@ -19,13 +21,32 @@ HTML_EXTENSIONS = frozenset({".html", ".htm", ".xhtml"})
 _EXPECTED_BY_EXTENSION = {
     ".pdf": "a PDF",
     ".epub": "an EPUB",
+    ".docx": "a Word document",
+    ".docm": "a Word document",
+    ".pptx": "a PowerPoint presentation",
+    ".pptm": "a PowerPoint presentation",
+    ".xlsx": "an Excel workbook",
+    ".xlsm": "an Excel workbook",
+    ".odt": "an OpenDocument text",
+    ".odp": "an OpenDocument presentation",
+    ".ods": "an OpenDocument spreadsheet",
     ".txt": "plain text",
     ".text": "plain text",
     **{extension: "markdown" for extension in MARKDOWN_EXTENSIONS},
     **{extension: "HTML" for extension in HTML_EXTENSIONS},
 }
 _TEXT_EXTENSIONS = MARKDOWN_EXTENSIONS | HTML_EXTENSIONS | {".txt", ".text"}
-_EXPECTED_FALLBACK = "a supported document (markdown, PDF, EPUB, HTML or plain text)"
+_EXPECTED_FALLBACK = (
+    "a supported document (markdown, PDF, EPUB, HTML, plain text, Word, PowerPoint, Excel or OpenDocument)"
+)
+# Packages whose manifest cannot be seen in the head are told apart by the
+# folders of their parts, then by their name; the parser reads the manifest.
+_OOXML_PART_FOLDERS = ((b"word/", "docx"), (b"ppt/", "pptx"), (b"xl/", "xlsx"))
+_OOXML_EXTENSIONS = {".docx": "docx", ".docm": "docx", ".dotx": "docx", ".pptx": "pptx", ".pptm": "pptx",
+                     ".ppsx": "pptx", ".potx": "pptx", ".xlsx": "xlsx", ".xlsm": "xlsx", ".xltx": "xlsx"}
+_PACKAGE_EXTENSIONS = frozenset({".epub", ".odt", ".odp", ".ods", *_OOXML_EXTENSIONS})
+_ENCRYPTED_PACKAGE_STREAM = "EncryptedPackage".encode("utf-16-le")
+_OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 # (magic prefix, MIME-like type, human description). Checked in order.
 _MAGIC_PREFIXES: tuple[tuple[bytes, str, str], ...] = (
@@ -80,8 +101,9 @@ _SVG_START = re.compile(rb"(?:\s|<\?xml[^>]*\?>|<!--.*?-->|<!doctype\s+svg[^>]*>
 
 
 def detect_type(head: bytes, filename: str) -> str:
-    """Return "markdown", "pdf", "epub", "text" or "html" for a file whose
-    first bytes (ideally `HEAD_SIZE` of them) are `head`.
+    """Return "markdown", "pdf", "epub", "text", "html", "docx", "pptx",
+    "xlsx", "odt", "odp" or "ods" for a file whose first bytes (ideally
+    `HEAD_SIZE` of them) are `head`.
 
     Content decides; the extension only chooses between markdown, HTML and
     plain text for content that is text. Raises ParseError for an empty file
@@ -98,7 +120,9 @@ def detect_type(head: bytes, filename: str) -> str:
     if pdf_header == 0 or (pdf_header > 0 and extension not in _TEXT_EXTENSIONS):
         return "pdf"
     if head.startswith(_ZIP_SIGNATURES):
-        return _detect_zip(head, expected)
+        return _detect_zip(head, expected, extension)
+    if head.startswith(_OLE_SIGNATURE):
+        _refuse_ole(head, expected, extension)
     magic = _detect_magic(head)
     if magic is not None:
         mime, description = magic
@@ -114,7 +138,7 @@ def detect_type(head: bytes, filename: str) -> str:
         return "html"
     if _SVG_START.match(text_head):
         raise UnsupportedFileType(f"file content is an SVG image, not {expected}", detected_type="image/svg+xml")
-    if extension in (".pdf", ".epub"):
+    if extension in (".pdf", *_PACKAGE_EXTENSIONS):
         # Text inside a .pdf/.epub name is a damaged or mislabelled file;
         # indexing it as prose would store garbage.
         raise UnsupportedFileType(
@@ -130,7 +154,7 @@ def detect_type(head: bytes, filename: str) -> str:
 def _damage_hint(extension: str) -> str:
     if extension == ".pdf":
         return " (no %PDF header: the file may be truncated or damaged)"
-    if extension == ".epub":
+    if extension in _PACKAGE_EXTENSIONS:
         return " (not a ZIP archive: the file may be truncated or damaged)"
     return ""
 
@@ -146,30 +170,91 @@ def _detect_magic(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-def _detect_zip(head: bytes, expected: str) -> str:
+def _detect_zip(head: bytes, expected: str, extension: str) -> str:
+    """The package's own manifest decides: the `mimetype` entry for EPUB and
+    OpenDocument, [Content_Types].xml for Office Open XML. The name counts
+    only for an Office package whose parts lie past the head."""
     first_name, first_data = _first_zip_entry(head)
     if first_name == b"mimetype":
         mimetype = first_data.strip()
         if mimetype.startswith(EPUB_MIMETYPE):
             return "epub"
+        odf_type = ODF_MIMETYPES.get(mimetype.decode("ascii", "replace"))
+        if odf_type is not None:
+            return odf_type
         if mimetype.startswith(b"application/vnd.oasis.opendocument"):
             raise UnsupportedFileType(
-                f"file content is an OpenDocument file, not {expected}", detected_type=mimetype.decode("ascii", "replace")
+                f"file content is an OpenDocument file of a kind that is not read "
+                f"({mimetype.decode('ascii', 'replace')}; text, presentations and spreadsheets are), not {expected}",
+                detected_type=mimetype.decode("ascii", "replace"),
             )
     # A packager that did not put `mimetype` first still writes the container
     # early; EPUB parsing verifies the rest.
     if b"META-INF/container.xml" in head:
         return "epub"
-    if b"[Content_Types].xml" in head:
+    if b"[Content_Types].xml" in head or b"_rels/.rels" in head:
+        return _ooxml_kind(head, extension, expected)
+    if expected == "an EPUB":
         raise UnsupportedFileType(
-            f"file content is a Microsoft Office document (.docx/.xlsx/.pptx), not {expected}",
-            detected_type="application/vnd.openxmlformats-officedocument",
+            "file content is a ZIP archive without the EPUB structure "
+            "(no mimetype or META-INF/container.xml entry), not an EPUB",
+            detected_type="application/zip",
         )
     raise UnsupportedFileType(
-        f"file content is a ZIP archive without the EPUB structure "
-        f"(no mimetype or META-INF/container.xml entry), not {expected}",
+        f"file content is a plain ZIP archive (no Office, OpenDocument or EPUB manifest), not {expected}",
         detected_type="application/zip",
     )
+
+
+def _ooxml_kind(head: bytes, extension: str, expected: str) -> str:
+    first_name, _ = _first_zip_entry(head)
+    if first_name == b"[Content_Types].xml":
+        manifest = _inflate_first_entry(head)
+        for content_type, file_type in OOXML_MAIN_TYPES.items():
+            if content_type.encode("ascii") in manifest:
+                return file_type
+    for folder, file_type in _OOXML_PART_FOLDERS:
+        if b"PK\x03\x04" in head and re.search(rb"PK\x03\x04.{26}" + re.escape(folder), head, re.DOTALL):
+            return file_type
+    if extension in _OOXML_EXTENSIONS:
+        return _OOXML_EXTENSIONS[extension]
+    raise UnsupportedFileType(
+        f"file content is an Office Open XML package of a kind that is not read "
+        f"(Word, PowerPoint and Excel files are), not {expected}",
+        detected_type="application/vnd.openxmlformats-officedocument",
+    )
+
+
+def _inflate_first_entry(head: bytes) -> bytes:
+    """As much of the first entry's data as the head holds, inflated."""
+    (method,) = struct.unpack_from("<H", head, 8)
+    name_length, extra_length = struct.unpack_from("<HH", head, 26)
+    data = head[30 + name_length + extra_length :]
+    if method == 0:
+        return data
+    try:
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, 256 * 1024)
+    except zlib.error:
+        return b""
+
+
+def _refuse_ole(head: bytes, expected: str, extension: str) -> None:
+    """An OLE compound file: a password-protected Office Open XML document
+    (its encrypted package inside), or a legacy .doc/.xls/.ppt, which the
+    magic-number table describes."""
+    if _ENCRYPTED_PACKAGE_STREAM in head:
+        raise UnsupportedFileType(
+            "file is a password-protected Office document (an encrypted package); "
+            "upload a copy saved without a password",
+            detected_type="application/x-ole-storage",
+        )
+    if extension in _OOXML_EXTENSIONS:
+        # The stream directory lies past the head: either kind is possible.
+        raise UnsupportedFileType(
+            f"file content is an OLE compound file, not {expected}: a password-protected Office document "
+            "or a legacy .doc/.xls/.ppt file; upload a copy saved without a password in the current format",
+            detected_type="application/x-ole-storage",
+        )
 
 
 def _first_zip_entry(head: bytes) -> tuple[bytes, bytes]:

@@ -399,7 +399,7 @@ def _chapter_sections(
                 previous_label = label
                 structure = {"chapter": label, "chapter_index": chapter_index, "title": title}
                 for block in chapter_blocks:
-                    yield Section(text=block.text, structure=structure, atomic=block.kind in ("pre", "table"))
+                    yield from block.sections(structure)
                 # Only the first chapter of a file inherits the file's label.
                 file_label = None
     finally:

@@ -17,6 +17,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from .base import ParsedDocument, Section
+from .tables import table_sections
 from .text import MAX_TITLE_CHARS, decode_text, normalise_text, title_from_filename
 
 # Subtrees with no reading content. <nav> and table-of-contents blocks repeat
@@ -69,6 +70,16 @@ class Block:
     text: str
     level: int = 0
     ids: list[str] = field(default_factory=list)
+    # Tables: their rows of cell texts (`text` is then their rendering).
+    rows: list[list[str]] = field(default_factory=list)
+
+    def sections(self, structure: dict) -> Iterator[Section]:
+        """This block as sections under `structure`: a table as table
+        sections (see tables.py), code atomic, anything else as text."""
+        if self.kind == "table":
+            yield from table_sections(self.rows, structure=structure)
+        else:
+            yield Section(text=self.text, structure=structure, atomic=self.kind == "pre")
 
 
 def parse(path: Path, filename: str) -> ParsedDocument:
@@ -288,7 +299,7 @@ class _BlockWalker:
         self.pre_depth = 0
         self.table_depth = 0
         self.row: list[str] = []
-        self.rows: list[str] = []
+        self.rows: list[list[str]] = []
 
     def start_tag(self, name: str, attributes: Mapping[str, str | None]) -> list[Block]:
         blocks: list[Block] = []
@@ -379,7 +390,7 @@ class _BlockWalker:
     def _end_row(self) -> None:
         self._end_cell()
         if self.row:
-            self.rows.append(" | ".join(self.row))
+            self.rows.append(self.row)
             self.row = []
 
     def _emit_table(self) -> list[Block]:
@@ -387,7 +398,8 @@ class _BlockWalker:
         if not rows:
             return []
         ids, self.ids = self.ids, []
-        return [Block(kind="table", text="\n".join(rows), ids=ids)]
+        text = "\n".join(section.table_header + "\n" + section.text for section in table_sections(rows, structure={}))
+        return [Block(kind="table", text=text.strip(), ids=ids, rows=rows)]
 
     def _emit(self, kind: str) -> list[Block]:
         raw = "".join(self.parts)
@@ -436,4 +448,4 @@ def _sections(blocks: list[Block], title: str) -> Iterator[Section]:
             current = structure()
             yield Section(text=block.text, structure=current)
         else:
-            yield Section(text=block.text, structure=current, atomic=block.kind in ("pre", "table"))
+            yield from block.sections(current)

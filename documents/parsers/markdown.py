@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import ParsedDocument, Section
+from .tables import table_sections
 from .text import MAX_TITLE_CHARS, decode_text, normalise_text, title_from_filename
 
 # Front matter longer than this is not front matter but a document that
@@ -32,6 +33,7 @@ _THEMATIC_BREAK = re.compile(r" {0,3}(?:(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \
 _FENCE_PREFIX = re.compile(r"[ \t>]*")
 _FENCE = re.compile(r"(`{3,}|~{3,})")
 _TABLE_DELIMITER_CELL = re.compile(r":?-+:?")
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 # Lines that cannot be the text of a setext heading.
 _NOT_SETEXT_TEXT = re.compile(r"[ \t]*(?:[-*+>|<]|\d{1,9}[.)])")
 _FRONT_MATTER_KEY = re.compile(r"([A-Za-z0-9_-]+)[ \t]*:[ \t]*(.*)$")
@@ -48,6 +50,8 @@ class _Heading:
 class _Body:
     text: str
     atomic: bool = False
+    # Pipe tables: their rows of cells, header first.
+    rows: tuple[tuple[str, ...], ...] = ()
 
 
 def parse(path: Path, filename: str) -> ParsedDocument:
@@ -176,7 +180,8 @@ def _scan(lines: list[str], start: int) -> Iterator[_Heading | _Body]:
             end = index + 1
             while end < line_count and "|" in lines[end] and lines[end].strip() and not _fence_opening(lines[end]):
                 end += 1
-            yield _Body("\n".join([header, *lines[index:end]]), atomic=True)
+            rows = tuple(_table_cells(row) for row in [header, *lines[index + 1 : end]])
+            yield _Body("\n".join([header, *lines[index:end]]), atomic=True, rows=rows)
             index = end
             continue
 
@@ -228,6 +233,16 @@ def _is_table_delimiter(line: str) -> bool:
     return all(_TABLE_DELIMITER_CELL.fullmatch(cell.strip()) for cell in cells)
 
 
+def _table_cells(line: str) -> tuple[str, ...]:
+    """A pipe-table row's cells, unescaped (tables.py escapes them again)."""
+    line = line.strip()
+    if line.startswith("|"):
+        line = line[1:]
+    if line.endswith("|") and not line.endswith("\\|"):
+        line = line[:-1]
+    return tuple(cell.strip().replace("\\|", "|") for cell in _UNESCAPED_PIPE.split(line))
+
+
 def _heading_text(raw: str) -> str:
     text = raw.strip()[:_MAX_HEADING_SCAN].rstrip()
     # A closing run of #s counts only after a space ("## Title ##", not "C#").
@@ -260,5 +275,7 @@ def _sections(blocks: Iterable[_Heading | _Body], title: str) -> Iterator[Sectio
             # The heading line opens its section so that chunks read as they
             # do in the document.
             yield Section(text=block.line, structure=current)
+        elif block.rows:
+            yield from table_sections(block.rows, structure=current)
         else:
             yield Section(text=block.text, structure=current, atomic=block.atomic)

@@ -1,4 +1,5 @@
-"""PDF text layers, page by page (pypdf)."""
+"""PDF text layers, page by page (pypdf); pages without a usable text
+layer are read by OCR (ocr.py)."""
 from __future__ import annotations
 
 import logging
@@ -9,12 +10,13 @@ from pathlib import Path
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
 
+from . import ocr
 from .base import ParsedDocument, ParseError, Section
 from .text import MAX_TITLE_CHARS, normalise_text, title_from_filename
 
 logger = logging.getLogger(__name__)
 
-NO_TEXT_MESSAGE = "no extractable text (scanned PDF without a text layer; needs OCR)"
+NO_TEXT_MESSAGE = "no extractable text: no page has a usable text layer, and OCR found no text on any page"
 ENCRYPTED_MESSAGE = "PDF is encrypted and needs a password to open; upload a copy without password protection"
 
 # Producers often store the source file name as the title ("Binder1.pdf",
@@ -28,13 +30,17 @@ _LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi",
 
 
 def parse(path: Path, filename: str) -> ParsedDocument:
-    """One section per page with text, {"page": n (1-based), "title"}.
+    """One section per page with text, {"page": n (1-based), "title"};
+    pages read by OCR add {"ocr": True, "ocr_confidence": 0-100}.
 
     Opening (header, cross-reference table, encryption) happens here, so a
     damaged or encrypted file fails before any section is read. Pages are
-    extracted lazily; iterating raises ParseError(NO_TEXT_MESSAGE) when no
-    page has a text layer. Pages whose extraction fails are skipped and
-    counted in `metadata["pages_failed"]`."""
+    extracted lazily; a page whose text layer is missing or garbage (see
+    ocr.text_layer_quality) is rendered and read by Tesseract. Iterating
+    raises ParseError when no page yields text, or when a page needs OCR
+    and Tesseract is not installed (the message says what to install).
+    Pages whose extraction fails are skipped and counted in
+    `metadata["pages_failed"]`; OCR'd pages in `metadata["pages_ocr"]`."""
     reader = _open(path)
     try:
         page_count = len(reader.pages)
@@ -43,11 +49,11 @@ def parse(path: Path, filename: str) -> ParsedDocument:
     if page_count == 0:
         raise ParseError("PDF has no pages")
     title = _title(reader) or title_from_filename(filename)
-    metadata = {"page_count": page_count, "pages_without_text": 0, "pages_failed": 0}
+    metadata = {"page_count": page_count, "pages_without_text": 0, "pages_failed": 0, "pages_ocr": 0}
     return ParsedDocument(
         file_type="pdf",
         title=title,
-        sections=_page_sections(reader, page_count, title, metadata),
+        sections=_page_sections(reader, path, page_count, title, metadata),
         metadata=metadata,
     )
 
@@ -94,25 +100,78 @@ def _title(reader: PdfReader) -> str | None:
     return title[:MAX_TITLE_CHARS]
 
 
-def _page_sections(reader: PdfReader, page_count: int, title: str, metadata: dict) -> Iterator[Section]:
+def _page_sections(
+    reader: PdfReader, path: Path, page_count: int, title: str, metadata: dict
+) -> Iterator[Section]:
     yielded = False
-    for index in range(page_count):
-        try:
-            text = reader.pages[index].extract_text() or ""
-        except Exception as error:  # noqa: BLE001 - one bad content stream must not lose the rest
-            logger.warning("PDF page %d text extraction failed: %s", index + 1, _reason(error))
-            metadata["pages_failed"] += 1
-            continue
-        text = _clean(text)
-        if not text:
-            metadata["pages_without_text"] += 1
-            continue
-        yielded = True
-        yield Section(text=text, structure={"page": index + 1, "title": title})
+    page_reader = ocr.PageReader(path)
+    try:
+        for index in range(page_count):
+            failed = False
+            try:
+                text = _clean(reader.pages[index].extract_text() or "")
+            except Exception as error:  # noqa: BLE001 - one bad content stream must not lose the rest
+                logger.warning("PDF page %d text extraction failed: %s", index + 1, _reason(error))
+                text = ""
+                failed = True
+            quality = ocr.text_layer_quality(text)
+            structure = {"page": index + 1, "title": title}
+            # A short clean text layer over a picture is a scanner's stamp
+            # (a page number, "Scanned by ..."); without a picture it is the
+            # page's whole text.
+            if not quality.clean or (not quality.usable and _has_images(reader, index)):
+                recognised = _ocr_page(page_reader, index)
+                failed = failed or recognised is None
+                if recognised is not None and recognised.text.strip():
+                    metadata["pages_ocr"] += 1
+                    text = _clean(recognised.text)
+                    structure.update(ocr=True, ocr_confidence=recognised.confidence)
+                elif not quality.clean:
+                    # A short but clean text layer (a page number) is kept;
+                    # garbage is not.
+                    text = ""
+            if not text:
+                metadata["pages_failed" if failed else "pages_without_text"] += 1
+                continue
+            yielded = True
+            yield Section(text=text, structure=structure)
+    finally:
+        page_reader.close()
     if not yielded:
         if metadata["pages_failed"] and not metadata["pages_without_text"]:
             raise ParseError("PDF is damaged: text could not be extracted from any page")
         raise ParseError(NO_TEXT_MESSAGE)
+
+
+def _has_images(reader: PdfReader, index: int) -> bool:
+    try:
+        return _resources_hold_images(reader.pages[index].get("/Resources"), depth=0)
+    except Exception:  # noqa: BLE001 - damaged resources: let OCR look at the page
+        return True
+
+
+def _resources_hold_images(resources, *, depth: int) -> bool:
+    resources = resources.get_object() if resources is not None else None
+    if not resources or depth > 3:
+        return False
+    x_objects = resources.get("/XObject")
+    x_objects = x_objects.get_object() if x_objects is not None else {}
+    for reference in x_objects.values():
+        x_object = reference.get_object()
+        subtype = x_object.get("/Subtype")
+        if subtype == "/Image":
+            return True
+        if subtype == "/Form" and _resources_hold_images(x_object.get("/Resources"), depth=depth + 1):
+            return True
+    return False
+
+
+def _ocr_page(page_reader: ocr.PageReader, index: int) -> ocr.OcrPage | None:
+    try:
+        return page_reader.read(index)
+    except ocr.PageRenderError as error:
+        logger.warning("PDF page %d OCR failed: %s", index + 1, error)
+        return None
 
 
 def _clean(text: str) -> str:

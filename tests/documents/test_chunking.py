@@ -12,6 +12,7 @@ from documents.chunking import (
     ChunkDraft,
     chunk_sections,
 )
+from documents.embeddings.base import estimate_tokens
 from documents.parsers.base import Section
 
 pytestmark = pytest.mark.unit
@@ -248,3 +249,85 @@ def test_invalid_budgets_are_rejected():
 
 def test_no_sections_give_no_chunks():
     assert chunk([]) == []
+
+
+# --- tables ------------------------------------------------------------------
+
+
+def table(rows: int, *, structure=None, start: int = 0) -> Section:
+    body = "\n".join(f"| r{index} | v{index} |" for index in range(start, start + rows))
+    return Section(
+        text=body, structure=structure or {"sheet": "S"}, atomic=True, table_header="| key | value |\n| --- | --- |"
+    )
+
+
+HEADER = "| key | value |\n| --- | --- |"
+
+
+def test_every_chunk_of_a_long_table_starts_with_its_header_row():
+    chunks = chunk([table(40)], max_tokens=30)
+    assert len(chunks) > 3
+    assert all(draft.content.startswith(HEADER + "\n| r") for draft in chunks)
+    assert all(draft.token_count <= 30 for draft in chunks)
+
+
+def test_table_rows_are_never_split_and_none_is_lost_or_repeated():
+    chunks = chunk([table(40)], max_tokens=30, overlap_tokens=5)
+    rows = [line for draft in chunks for line in draft.content.split("\n") if line.startswith("| r")]
+    assert rows == [f"| r{index} | v{index} |" for index in range(40)]
+
+
+def test_consecutive_sections_of_one_table_continue_it_under_one_header():
+    chunks = chunk([table(3), table(3, start=3)], max_tokens=60)
+    assert [draft.content for draft in chunks] == [
+        HEADER + "\n" + "\n".join(f"| r{index} | v{index} |" for index in range(6))
+    ]
+
+
+def test_a_table_after_text_carries_its_header_and_so_does_its_continuation():
+    sections = [Section(text="Readings taken at dawn.", structure={"sheet": "S"}), table(12)]
+    chunks = chunk(sections, max_tokens=30)
+    assert chunks[0].content.startswith("Readings taken at dawn.\n\n" + HEADER + "\n| r0 |")
+    assert all(draft.content.startswith(HEADER) for draft in chunks[1:])
+
+
+def test_text_after_a_table_does_not_get_the_header():
+    sections = [table(12), Section(text=" ".join(["after"] * 25), structure={"sheet": "S"})]
+    chunks = chunk(sections, max_tokens=30)
+    assert chunks[-1].content == " ".join(["after"] * 25)
+    assert all(draft.content.startswith(HEADER) for draft in chunks[:-1])
+
+
+def test_a_header_too_big_to_repeat_is_cut_like_any_atomic_block():
+    wide = "| " + " | ".join(f"column{index}" for index in range(20)) + " |"
+    section = Section(text="| a | b |\n| c | d |", structure={}, atomic=True, table_header=wide + "\n| --- |")
+    chunks = chunk([section], max_tokens=30)
+    assert all(draft.token_count <= 30 for draft in chunks)
+    assert "\n".join(draft.content for draft in chunks).count("column0") == 1
+
+
+def test_a_header_only_table_is_kept():
+    section = Section(text="", structure={}, atomic=True, table_header=HEADER)
+    assert [draft.content for draft in chunk([section])] == [HEADER]
+
+
+def test_table_chunks_respect_every_cap_whatever_the_budget_and_counter():
+    wide_rows = "\n".join(f"| r{index} | " + "cell text " * (index % 7) + "|" for index in range(60))
+    sections = [
+        Section(text="Intro " * 30, structure={"sheet": "S"}),
+        table(25),
+        Section(text=wide_rows, structure={"sheet": "S"}, atomic=True, table_header=HEADER),
+        Section(text="after " * 40, structure={"sheet": "S"}),
+    ]
+
+    def characters(text: str) -> int:
+        return len(text)
+
+    for count_tokens in (word_count, estimate_tokens, characters):
+        for max_tokens in (12, 25, 64, 254):
+            for overlap in (0, max_tokens // 4):
+                chunks = chunk(sections, max_tokens=max_tokens, overlap_tokens=overlap, count_tokens=count_tokens)
+                for draft in chunks:
+                    assert draft.token_count == count_tokens(draft.content) <= max_tokens
+                    assert len(draft.content) <= MAX_CHARS_PER_TOKEN * max_tokens
+                    assert draft.content.strip()

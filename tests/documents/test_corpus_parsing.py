@@ -12,9 +12,9 @@ from documents.chunking import ChunkDraft, chunk_sections
 from documents.embeddings.base import estimate_tokens
 from documents.parsers import ParseError, UnsupportedFileType, parse_file
 from tests.support.corpus import CORPUS, requires_corpus
+from tests.support.ocr import tesseract_languages
 
 pytestmark = pytest.mark.unit
-
 
 # The local model takes 256 tokens; [CLS] and [SEP] take two of them.
 MAX_TOKENS = 256 - 2
@@ -25,11 +25,14 @@ BAD_INPUTS = {
     "adversarial/binary-image.md": (UnsupportedFileType, "file content is a JPEG image, not markdown"),
     "adversarial/empty.md": (ParseError, "file is empty"),
     "adversarial/zip-as-epub.epub": (UnsupportedFileType, "file content is a ZIP archive without the EPUB structure"),
-    "pdf/epson-scan.pdf": (ParseError, "no extractable text (scanned PDF without a text layer; needs OCR)"),
     "pdf/libreoffice-writer-password.pdf": (ParseError, "PDF is encrypted"),
     "pdf/paper-100k.pdf": (UnsupportedFileType, "file content is plain text, not a PDF (no %PDF header"),
     "epub/ocf-zip-unreadable-no-end-header-fatal.epub": (ParseError, "EPUB is damaged or truncated"),
 }
+# A scan without a text layer is read by OCR where Tesseract is installed,
+# and fails saying what to install where it is not.
+if "eng" not in tesseract_languages():
+    BAD_INPUTS["pdf/epson-scan.pdf"] = (ParseError, "this PDF has pages without a usable text layer that need OCR")
 # Which structure key says where a chunk comes from, per folder.
 POSITION_KEYS = {"markdown": "heading_path", "html": "heading_path", "pdf": "page", "epub": "chapter", "text": "title"}
 
@@ -152,6 +155,19 @@ def test_corpus_headings_pages_and_chapters_come_through(corpus_chunks):
     assert "I—DOWN THE RABBIT-HOLE" in {draft.structure["chapter"] for draft in alice}
     _, moby = corpus_chunks["epub/moby-dick.epub"]
     assert "Chapter 1. Loomings." in {draft.structure["chapter"] for draft in moby}
+    # Good text layers are never OCR'd, even a noisy OCR layer.
+    for name in ("pdf/GeoTopo-komprimiert.pdf", "pdf/Seige_of_Vicksburg_Sample_OCR.pdf"):
+        assert not any(draft.structure.get("ocr") for draft in corpus_chunks[name][1]), name
+
+
+@requires_corpus
+def test_scan_without_a_text_layer_is_read_by_ocr(corpus_chunks):
+    if "pdf/epson-scan.pdf" not in corpus_chunks:
+        pytest.skip("Tesseract not installed (make ocr)")
+    _, scan = corpus_chunks["pdf/epson-scan.pdf"]
+    assert all(draft.structure["ocr"] is True and draft.structure["page"] == 1 for draft in scan)
+    assert 0 < scan[0].structure["ocr_confidence"] <= 100
+    assert "Optical character recognition" in " ".join(draft.content for draft in scan)
 
 
 @requires_corpus

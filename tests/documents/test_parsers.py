@@ -23,11 +23,10 @@ from documents.parsers import text as text_parser
 from documents.parsers.html import parse_text as parse_html_text
 from documents.parsers.pdf import ENCRYPTED_MESSAGE, NO_TEXT_MESSAGE
 from documents.parsers.text import decode_text
-from tests.support.corpus import CORPUS, require
+from tests.support.corpus import CORPUS, FIXTURES, require
+from tests.support.ocr import requires_tesseract
 
 pytestmark = pytest.mark.unit
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "documents"
 
 JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(range(256)) * 4
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
@@ -174,13 +173,12 @@ def test_zip_without_epub_structure_is_refused():
     assert "not an EPUB" in str(caught.value)
 
 
-def test_office_document_named_epub_is_refused():
+def test_office_document_named_epub_is_read_as_what_its_package_says():
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("[Content_Types].xml", "<Types/>")
         archive.writestr("word/document.xml", "<document/>")
-    with pytest.raises(UnsupportedFileType, match="Microsoft Office document"):
-        detect_type(buffer.getvalue(), "book.epub")
+    assert detect_type(buffer.getvalue(), "book.epub") == "docx"
 
 
 def test_epub_is_detected_from_its_mimetype_entry_whatever_the_name():
@@ -348,11 +346,12 @@ def test_markdown_code_fence_is_atomic_and_its_hash_lines_are_not_headings():
     assert all("not a heading" not in " ".join(section.structure["heading_path"]) for section in sections)
 
 
-def test_markdown_pipe_table_is_one_atomic_section_with_whole_rows():
+def test_markdown_pipe_table_is_one_atomic_table_section_with_its_header_apart():
     sections = sections_of(parse_file(FIXTURES / "guide.md", "guide.md"))
-    tables = [section for section in sections if section.text.startswith("| Name")]
+    tables = [section for section in sections if section.table_header]
     assert len(tables) == 1 and tables[0].atomic
-    assert tables[0].text.splitlines() == ["| Name  | Colour |", "|-------|--------|", "| Robin | red    |", "| Crow  | black  |"]
+    assert tables[0].table_header == "| Name | Colour |\n| --- | --- |"
+    assert tables[0].text.splitlines() == ["| Robin | red |", "| Crow | black |"]
 
 
 def test_markdown_empty_heading_is_not_part_of_the_heading_path():
@@ -439,11 +438,12 @@ def test_html_pre_block_is_atomic_and_keeps_its_whitespace():
     assert pre.text == 'def keep():\n    return "indent"'
 
 
-def test_html_table_is_atomic_with_one_line_per_row():
+def test_html_table_is_rendered_as_markdown_rows_under_its_header():
     sections = sections_of(parse_file(FIXTURES / "page.html", "page.html"))
-    table = next(section for section in sections if section.text.startswith("Key"))
+    table = next(section for section in sections if section.table_header)
     assert table.atomic
-    assert table.text == "Key | Value\nalpha | 1"
+    assert table.table_header == "| Key | Value |\n| --- | --- |"
+    assert table.text == "| alpha | 1 |"
     assert table.structure["heading_path"] == ["Main Title", "Section A", "Subsection A.1"]
 
 
@@ -478,10 +478,12 @@ def test_pdf_yields_one_section_per_page_with_page_numbers(tmp_path):
     assert document.metadata["pages_without_text"] == 1
 
 
-def test_pdf_without_any_text_layer_needs_ocr(tmp_path):
+@requires_tesseract("eng")
+def test_pdf_whose_pages_are_blank_even_to_ocr_has_no_extractable_text(tmp_path):
     document = parse_file(write(tmp_path, "scan.pdf", minimal_pdf(["", ""])), "scan.pdf")
-    with pytest.raises(ParseError, match=r"^no extractable text \(scanned PDF without a text layer; needs OCR\)$"):
+    with pytest.raises(ParseError, match=r"^no extractable text: no page has a usable text layer, and OCR found"):
         sections_of(document)
+    assert document.metadata["pages_without_text"] == 2 and document.metadata["pages_ocr"] == 0
 
 
 def test_truncated_pdf_fails_with_a_clear_reason_not_a_hang(tmp_path):
@@ -509,7 +511,7 @@ def test_encrypted_pdf_without_password_fails_clearly():
 
 
 def test_no_text_message_is_the_documented_one():
-    assert NO_TEXT_MESSAGE == "no extractable text (scanned PDF without a text layer; needs OCR)"
+    assert NO_TEXT_MESSAGE == "no extractable text: no page has a usable text layer, and OCR found no text on any page"
 
 
 # --- epub ------------------------------------------------------------------

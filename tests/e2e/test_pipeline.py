@@ -3,8 +3,10 @@ import pytest
 
 from documents.models import Chunk, Document
 from jobs.models import Job
+from tests.documents.test_parsers import minimal_pdf
 from tests.support.corpus import CORPUS, requires_corpus
 from tests.support.factories import make_project, markdown_document, submit_bytes, submit_path
+from tests.support.ocr import requires_tesseract
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -72,14 +74,31 @@ def test_unreadable_file_gives_document_error_and_failed_job(worker):
 
 
 @requires_corpus
-def test_image_only_pdf_is_an_error_never_ready_with_zero_chunks(worker):
+@requires_tesseract("eng")
+def test_image_only_pdf_is_read_by_ocr_and_ends_ready(worker):
     project = make_project()
     submission = submit_path(project, CORPUS / "pdf" / "epson-scan.pdf")
+
+    document = wait_final(submission.document, timeout=300)
+
+    assert document.status == "ready", document.error_message
+    chunks = Chunk.objects.filter(document=document)
+    assert chunks.exists()
+    assert all(chunk.structure["ocr"] is True and chunk.structure["page"] == 1 for chunk in chunks)
+    assert Job.objects.get(id=submission.job.id).status == "completed"
+
+
+def test_pdf_with_blank_pages_only_is_an_error_never_ready_with_zero_chunks(worker, tmp_path, monkeypatch):
+    # Without Tesseract on PATH the document must still end in a clear error.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    project = make_project()
+    submission = submit_bytes(project, minimal_pdf(["", ""]), "blank.pdf")
 
     document = wait_final(submission.document)
 
     assert document.status == "error"
-    assert "no extractable text" in document.error_message
+    assert "Tesseract is not installed" in document.error_message
+    assert "apt-get install tesseract-ocr" in document.error_message
     assert Job.objects.get(id=submission.job.id).status == "failed"
 
 

@@ -197,6 +197,13 @@ def test_dockerfile_installs_the_pinned_requirements_and_the_optional_local_mode
     assert re.search(r"^USER \w+$", dockerfile, re.MULTILINE), "the container must not run as root"
 
 
+def test_dockerfile_installs_tesseract_for_ocr():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"apt-get install -y --no-install-recommends tesseract-ocr", dockerfile)
+    assert re.search(r'^ARG OCR_LANGUAGES="eng"$', dockerfile, re.MULTILINE)
+    assert "tesseract-ocr-$code" in dockerfile
+
+
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_image():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", ".mirage", "artifacts", ".git", ".env"} <= ignored

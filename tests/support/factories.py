@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 
 from documents import services
 from documents.models import Document, Project
-from tests.support.corpus import CORPUS  # noqa: F401 - the tests import it from here too
+from tests.support.corpus import CORPUS, FORMATS  # noqa: F401 - re-exported for the corpus and format tests
 
 _counter = itertools.count(1)
 
