@@ -18,9 +18,9 @@ import traceback
 import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import BinaryIO
 
 from celery import current_app, signature
@@ -40,6 +40,7 @@ from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, T
 from documents.models import Chunk, Document, Project
 from documents.parsers import ParsedDocument, ParseError, detect_type, parse_file
 from documents.status import derive_document_status
+from filestore.storage import local_path
 from jobs import services as job_services
 from jobs.models import Job
 
@@ -376,21 +377,22 @@ def document_parse(*, document_id: int, job_id: int) -> None:
     if document is None:
         return
     try:
-        parsed, drafts = _parse_lazily(document)
-        _store_chunks_and_dispatch(document=document, job_id=job_id, drafts=drafts, parsed=parsed)
+        with ExitStack() as local_files:
+            parsed, drafts = _parse_lazily(document, local_files=local_files)
+            _store_chunks_and_dispatch(document=document, job_id=job_id, drafts=drafts, parsed=parsed)
     except _ParseFailed as failure:
         _document_fail(document_id=document_id, job_id=job_id, generation=document.generation,
                        error_type=failure.error_type, message=failure.message,
                        error_traceback=failure.error_traceback)
 
 
-def _parse_lazily(document: Document) -> tuple[ParsedDocument, Iterator[ChunkDraft]]:
+def _parse_lazily(document: Document, *, local_files: ExitStack) -> tuple[ParsedDocument, Iterator[ChunkDraft]]:
     """The opened file and its chunk drafts, produced as the file is read.
     Failing to read the file, now or while the drafts are produced, raises
-    _ParseFailed."""
+    _ParseFailed. The file's local copy lives as long as `local_files`."""
     try:
         provider = project_embedder(document.project)
-        parsed = parse_file(Path(document.file.path), document.filename)
+        parsed = parse_file(local_files.enter_context(local_path(document.file)), document.filename)
     except Exception as exc:
         raise _parse_failure(exc, document_id=document.id) from exc
     drafts = chunk_sections(

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class FilestoreConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "filestore"
+    verbose_name = "Stored files"
