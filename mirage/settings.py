@@ -256,7 +256,15 @@ MIRAGE_PARSE_TIME_LIMIT_SECONDS = env.int("MIRAGE_PARSE_TIME_LIMIT_SECONDS", def
 MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", default=300)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("MIRAGE_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+    # A broker cut off by the network without closing the connection must
+    # fail a publish within seconds instead of hanging it forever (kombu's
+    # default): the upload or task that published gives up, and the
+    # reconcilers send the work again once the broker answers.
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
 }
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 5
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 24 * 3600
