@@ -260,10 +260,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # fail a publish within seconds instead of hanging it forever (kombu's
     # default): the upload or task that published gives up, and the
     # reconcilers send the work again once the broker answers.
-    "socket_timeout": 10,
-    "socket_connect_timeout": 5,
+    "socket_timeout": 5,
+    "socket_connect_timeout": 3,
     "socket_keepalive": True,
 }
+# Two more tries at most: a web process cut off from the broker answers an
+# upload within about 15 s instead of holding it for a minute.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 5
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
