@@ -84,9 +84,13 @@ class Cluster:
             "MIRAGE_STATIC_ROOT": str(self.workdir / "static"),
             "MIRAGE_EMBEDDER": "hash",
             "MIRAGE_LOG_LEVEL": "INFO",
-            # The short timings of tests/settings.py, so recovery is seen.
+            # Short timings, so recovery is seen within the run. The lease
+            # stays above the longest a chunk's message waits in the queue
+            # under 200 ms of latency (about 35 s for a 20-document run):
+            # a pending chunk sent over a lease ago is sent again, and a
+            # shorter lease would fill the queue with duplicates.
             "MIRAGE_RECONCILE_INTERVAL_SECONDS": "2",
-            "MIRAGE_CHUNK_LEASE_SECONDS": "4",
+            "MIRAGE_CHUNK_LEASE_SECONDS": "30",
             "MIRAGE_DISPATCH_GRACE_SECONDS": "5",
             "MIRAGE_PARSE_LEASE_SECONDS": "30",
             "MIRAGE_RETRY_BACKOFF_BASE_SECONDS": "0.2",
