@@ -330,7 +330,7 @@ class Cluster:
         )
 
     def start_embed(self, host: str) -> None:
-        self.spawn(host, host, self._worker_command(host, "embed", "--pool", "threads", "--concurrency", "4"))
+        self.spawn(host, host, self._worker_command(host, "embed", "--pool", "threads", "--concurrency", "8"))
 
     def _worker_command(self, name: str, queues: str, *options: str) -> list[str]:
         return [
