@@ -86,7 +86,7 @@ class Cluster:
             "MIRAGE_LOG_LEVEL": "INFO",
             # Short timings, so recovery is seen within the run. The lease
             # stays above the longest a chunk's message waits in the queue
-            # under 200 ms of latency (about 35 s for a 20-document run):
+            # under 200 ms of latency (about 35 s for 20 documents of 9 chunks):
             # a pending chunk sent over a lease ago is sent again, and a
             # shorter lease would fill the queue with duplicates.
             "MIRAGE_RECONCILE_INTERVAL_SECONDS": "2",

@@ -19,7 +19,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 
 DOCUMENTS = 20
-SECTIONS = 8
+SECTIONS = 4
 CUT_SECONDS = 60
 
 
