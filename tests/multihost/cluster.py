@@ -96,6 +96,9 @@ class Cluster:
             "MIRAGE_RETRY_BACKOFF_BASE_SECONDS": "0.2",
             "MIRAGE_RETRY_BACKOFF_MAX_SECONDS": "2",
             "MIRAGE_CHUNK_MAX_ATTEMPTS": "30",
+            # Every upload is admitted at once, so the web process itself
+            # publishes each parse: the path a cut from Redis must not break.
+            "MIRAGE_MAX_CONCURRENT_INDEXING_JOBS": "100",
             "MIRAGE_MAX_DISPATCH_ATTEMPTS": "30",
         }
 
