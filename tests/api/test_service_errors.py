@@ -1,5 +1,6 @@
 """A service behind the API that does not answer is a 503 with a message
 and Retry-After, never a 500."""
+
 import kombu.exceptions
 import pytest
 import redis
@@ -13,8 +14,10 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     ("exc", "service"),
     [
-        (kombu.exceptions.OperationalError("Error 110 connecting to 10.0.0.1:6379. Connection timed out."),
-         "The task broker (Redis)"),
+        (
+            kombu.exceptions.OperationalError("Error 110 connecting to 10.0.0.1:6379. Connection timed out."),
+            "The task broker (Redis)",
+        ),
         (redis.ConnectionError("Connection refused"), "The task broker (Redis)"),
         (OperationalError("connection to server failed"), "The database"),
     ],

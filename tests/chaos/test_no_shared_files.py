@@ -1,6 +1,7 @@
 """Nothing shared but PostgreSQL and Redis: a web process and an ingest
 worker with two different, empty media roots still take an upload to
 `ready` and reindex it, because the file travels through the database."""
+
 from __future__ import annotations
 
 import sys
@@ -40,8 +41,9 @@ def test_web_and_ingest_with_separate_empty_media_roots_index_and_reindex(stack,
     stack.start_beat()
     stack.env["MIRAGE_TEST_MEDIA_ROOT"] = str(web_media)
     port = free_port()
-    stack.spawn("web", [sys.executable, "-m", "uvicorn", "mirage.asgi:application", "--host", "127.0.0.1",
-                        "--port", str(port)])
+    stack.spawn(
+        "web", [sys.executable, "-m", "uvicorn", "mirage.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    )
     api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Token {token}"}, timeout=60)
 
     def web_answers() -> bool:
@@ -62,8 +64,12 @@ def test_web_and_ingest_with_separate_empty_media_roots_index_and_reindex(stack,
     wait_until(lambda: status() == "ready", timeout=120, interval=0.3, message="document ready")
     reindex = api.post(f"/api/v1/documents/{document_id}/reindex/")
     assert reindex.status_code == 202, reindex.text
-    wait_until(lambda: Job.objects.get(id=reindex.json()["id"]).status == "completed", timeout=120, interval=0.3,
-               message="reindex completed")
+    wait_until(
+        lambda: Job.objects.get(id=reindex.json()["id"]).status == "completed",
+        timeout=120,
+        interval=0.3,
+        message="reindex completed",
+    )
     api.close()
 
     assert status() == "ready"
