@@ -10,12 +10,13 @@ DEPS_STAMP := $(VENV)/.deps-installed
 REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/local-model.txt
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down migrate run demo test test-unit test-e2e browser prometheus ocr lint bench clean
+.PHONY: help venv services services-down migrate run demo test test-unit test-e2e test-multihost browser prometheus ocr netns-tools lint bench clean
 
 help:
 	@echo "make demo        set up, run the pipeline on real documents, print results"
 	@echo "make test        set up and run the whole test suite"
 	@echo "make test-unit   fast unit tests only (no worker)"
+	@echo "make test-multihost  the multi-host network-fault suite (root)"
 	@echo "make run         the whole stack in the foreground (web :8000, workers, beat, Flower :5555)"
 	@echo "make services    start the database and broker (idempotent)"
 	@echo "make bench       the benchmarks (prints one table)"
@@ -44,8 +45,12 @@ run: migrate
 demo: migrate
 	$(MANAGE) demo $(DEMO_PATHS)
 
-test: services browser prometheus ocr
+test: services browser prometheus ocr netns-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The multi-host suite alone (network namespaces; root).
+test-multihost: services netns-tools
+	$(PY) -m pytest -m multihost $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium; install it when missing and
 # possible (root with apt), otherwise those tests skip and say why.
@@ -81,6 +86,19 @@ ocr:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCR_PACKAGES) >/dev/null; \
 		else \
 			echo "tesseract (with eng and deu data) not found: OCR tests will be skipped (apt-get install $(OCR_PACKAGES))"; \
+		fi; \
+	fi
+
+# The multi-host tests build network namespaces with iproute2 and cut links
+# with nftables; install them when missing and possible (root with apt),
+# otherwise those tests skip and say why.
+netns-tools:
+	@if ! command -v ip >/dev/null || ! command -v nft >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing iproute2 and nftables (multi-host tests)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; \
+		else \
+			echo "ip/nft not found: multi-host tests will be skipped (apt-get install iproute2 nftables)"; \
 		fi; \
 	fi
 

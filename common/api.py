@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import logging
 
+import kombu.exceptions
+import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, JsonResponse
 from django.views.defaults import page_not_found
 from drf_spectacular.utils import OpenApiResponse
@@ -110,6 +113,14 @@ def not_found(request, exception):
     return page_not_found(request, exception)
 
 
+# Failures of the services behind the API, not of the request: answered 503.
+SERVICE_ERRORS = (DatabaseOperationalError, kombu.exceptions.OperationalError, redis.ConnectionError, redis.TimeoutError)
+
+
+def _service_name(exc: Exception) -> str:
+    return "The database" if isinstance(exc, DatabaseOperationalError) else "The task broker (Redis)"
+
+
 def exception_handler(exc, context):
     """DRF's handler, plus: Django's 404/403 as JSON, and any unexpected
     error logged and answered as a JSON 500 that leaks nothing."""
@@ -118,6 +129,14 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
+    if response is None and isinstance(exc, SERVICE_ERRORS):
+        logger.warning("API request failed: a service does not answer: %s", exc)
+        return Response(
+            {"detail": f"{_service_name(exc)} does not answer; try again shortly (a repeated upload is recognised "
+                       "by its content and never stored twice)."},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)
         return Response({"detail": "Internal error; it has been logged."}, status=500)

@@ -119,7 +119,9 @@ def job_create(
     )
     # Published before admission runs, so clients see `pending` before `running`.
     transaction.on_commit(lambda: events.publish_job(job))
-    transaction.on_commit(jobs_admit_pending)
+    # Robust: a broker that does not answer must not fail the caller (an
+    # upload) after its rows are committed; the reconcilers dispatch later.
+    transaction.on_commit(jobs_admit_pending, robust=True)
     return job
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_prometheus",
     "common",
+    "common.filestore",
     "jobs",
     "documents",
 ]
@@ -124,7 +126,53 @@ STATIC_ROOT = env("MIRAGE_STATIC_ROOT", default=str(STATE_DIR / "static"))
 # development; `make run` and the container image run collectstatic.
 WHITENOISE_USE_FINDERS = True
 MEDIA_URL = "media/"
+# Only where MIRAGE_FILE_STORAGE=filesystem keeps uploads, and where
+# `manage.py filestore_import` finds an older deployment's files.
 MEDIA_ROOT = env("MIRAGE_MEDIA_ROOT", default=str(STATE_DIR / "media"))
+
+# Where uploaded files are stored: `database` (PostgreSQL, the default: every
+# host that reaches the database reads them, nothing else to share or back
+# up), `s3` (any S3-compatible object store, through django-storages) or
+# `filesystem` (MIRAGE_MEDIA_ROOT; one machine, or a volume every host shares).
+MIRAGE_FILE_STORAGE = env("MIRAGE_FILE_STORAGE", default="database")
+MIRAGE_S3_BUCKET = env("MIRAGE_S3_BUCKET", default="")
+MIRAGE_S3_ENDPOINT_URL = env("MIRAGE_S3_ENDPOINT_URL", default="")
+MIRAGE_S3_REGION = env("MIRAGE_S3_REGION", default="")
+MIRAGE_S3_ACCESS_KEY_ID = env("MIRAGE_S3_ACCESS_KEY_ID", default="")
+MIRAGE_S3_SECRET_ACCESS_KEY = env("MIRAGE_S3_SECRET_ACCESS_KEY", default="")
+
+
+def _file_storage(kind: str) -> dict:
+    if kind == "database":
+        return {"BACKEND": "common.filestore.storage.DatabaseStorage"}
+    if kind == "filesystem":
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    if kind == "s3":
+        if not MIRAGE_S3_BUCKET:
+            raise ImproperlyConfigured("MIRAGE_FILE_STORAGE=s3 needs MIRAGE_S3_BUCKET")
+        options = {
+            "bucket_name": MIRAGE_S3_BUCKET,
+            # Uploads get a free name like on disk, never overwrite another.
+            "file_overwrite": False,
+            "default_acl": None,
+            "querystring_auth": True,
+        }
+        optional = {
+            "endpoint_url": MIRAGE_S3_ENDPOINT_URL,
+            "region_name": MIRAGE_S3_REGION,
+            # Empty: boto3 finds credentials itself (instance role, env).
+            "access_key": MIRAGE_S3_ACCESS_KEY_ID,
+            "secret_key": MIRAGE_S3_SECRET_ACCESS_KEY,
+        }
+        options.update({key: value for key, value in optional.items() if value})
+        return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+    raise ImproperlyConfigured(f"MIRAGE_FILE_STORAGE must be database, s3 or filesystem, not {kind!r}")
+
+
+STORAGES = {
+    "default": _file_storage(MIRAGE_FILE_STORAGE),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 MIRAGE_MAX_UPLOAD_MB = env.int("MIRAGE_MAX_UPLOAD_MB", default=50)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
@@ -257,7 +305,18 @@ MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", def
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("MIRAGE_VISIBILITY_TIMEOUT_SECONDS", default=3600),
     "global_keyprefix": MIRAGE_REDIS_PREFIX,
+    # A broker cut off by the network without closing the connection must
+    # fail a publish within seconds instead of hanging it forever (kombu's
+    # default): the upload or task that published gives up, and the
+    # reconcilers send the work again once the broker answers.
+    "socket_timeout": 5,
+    "socket_connect_timeout": 3,
+    "socket_keepalive": True,
 }
+# Two more tries at most: a web process cut off from the broker answers an
+# upload within about 15 s instead of holding it for a minute.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 5
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}, "global_keyprefix": MIRAGE_REDIS_PREFIX}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 24 * 3600

@@ -9,7 +9,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from contextlib import ExitStack
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from common import history
+from common.filestore.storage import local_path
 from documents import jobkinds
 from documents.chunking import ChunkDraft, chunk_sections
 from documents.embeddings.base import EmbeddingError
@@ -114,21 +115,23 @@ def document_parse(*, document_id: int, job_id: int) -> None:
     if document is None:
         return
     try:
-        parsed, drafts = _parse_lazily(document)
-        _store_chunks_and_dispatch(document=document, job_id=job_id, drafts=drafts, parsed=parsed)
+        with ExitStack() as local_files:
+            parsed, drafts = _parse_lazily(document, local_files=local_files)
+            _store_chunks_and_dispatch(document=document, job_id=job_id, drafts=drafts, parsed=parsed)
     except _ParseFailed as failure:
         _document_fail(document_id=document_id, job_id=job_id, generation=document.generation,
                        error_type=failure.error_type, message=failure.message,
                        error_traceback=failure.error_traceback)
 
 
-def _parse_lazily(document: Document) -> tuple[ParsedDocument, Iterator[ChunkDraft]]:
+def _parse_lazily(document: Document, *, local_files: ExitStack) -> tuple[ParsedDocument, Iterator[ChunkDraft]]:
     """The opened file and its chunk drafts, produced as the file is read.
     Failing to read the file, now or while the drafts are produced, raises
-    _ParseFailed."""
+    _ParseFailed. The file's local copy (stored files may live in the
+    database or a bucket) lasts as long as `local_files`."""
     try:
         provider = project_embedder(document.project)
-        parsed = parse_file(Path(document.file.path), document.filename)
+        parsed = parse_file(local_files.enter_context(local_path(document.file)), document.filename)
     except Exception as exc:
         raise _parse_failure(exc, document_id=document.id) from exc
     drafts = chunk_sections(

@@ -7,7 +7,6 @@ import gc
 import threading
 import tracemalloc
 import uuid
-from pathlib import Path
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -20,7 +19,7 @@ from documents.parsers import ParseError
 from documents.services import parsing
 from jobs.models import Job
 from jobs.services import job_cancel
-from tests.support.factories import make_project, markdown_document, submit_bytes
+from tests.support.factories import make_project, markdown_document, replace_stored_bytes, submit_bytes
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
 
@@ -126,7 +125,8 @@ def test_reindex_keeps_unchanged_chunks_with_their_rows_and_vectors(monkeypatch,
 
     # A new section first (every position moves), "Estuary" edited, "Delta"
     # gone, and a new title in every section's structure.
-    Path(document.file.path).write_bytes(
+    replace_stored_bytes(
+        document,
         guide("Guide v2", {"Springs": "Where the water starts.", "River": river, "Estuary": estuary + " Edited.",
                            "Lake": lake})
     )

@@ -5,7 +5,7 @@ from documents import services
 from documents.models import Chunk, Document
 from jobs.models import Job
 from tests.support import embedders
-from tests.support.factories import make_project, markdown_document, submit_bytes
+from tests.support.factories import make_project, markdown_document, replace_stored_bytes, submit_bytes
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -81,8 +81,9 @@ def test_reindex_keeps_unchanged_chunks_and_embeds_only_new_text(worker):
     kept = set(Chunk.objects.filter(document=document).values_list("id", flat=True))
 
     # The stored file changes under the same document (an edited source).
-    with open(document.file.path, "ab") as handle:
-        handle.write(b"\n## Appendix\n\nA brand new appendix about estuaries and tides.\n")
+    with document.file.open("rb") as handle:
+        original = handle.read()
+    replace_stored_bytes(document, original + b"\n## Appendix\n\nA brand new appendix about estuaries and tides.\n")
     embedders.reset_calls()
     job = wait_job(services.document_reindex(document=document).id)
 

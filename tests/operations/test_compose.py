@@ -80,7 +80,7 @@ def test_database_and_redis_keep_their_data_in_named_volumes_and_report_health(c
            f"{credentials['POSTGRES_DB']}" == services["web"]["environment"]["MIRAGE_DATABASE_URL"]
 
 
-def test_app_services_share_one_image_environment_and_media_volume(services):
+def test_app_services_share_one_image_and_environment_and_no_volume(services, compose):
     web = services["web"]
     assert web["build"]["context"] == "."
     assert (ROOT / "Dockerfile").is_file()
@@ -94,7 +94,10 @@ def test_app_services_share_one_image_environment_and_media_volume(services):
         assert re.fullmatch(r"\$\{MIRAGE_SECRET_KEY:\?.+\}", environment["MIRAGE_SECRET_KEY"]), name
         # /metrics is never open in compose.
         assert re.fullmatch(r"\$\{MIRAGE_METRICS_TOKEN:\?.+\}", environment["MIRAGE_METRICS_TOKEN"]), name
-        assert "media:/data/media" in service["volumes"], name
+        # Uploads live in PostgreSQL: nothing on disk is shared between hosts.
+        assert environment["MIRAGE_FILE_STORAGE"] == "${MIRAGE_FILE_STORAGE:-database}", name
+        assert "volumes" not in service, name
+    assert "media" not in compose["volumes"]
     flower = services["flower"]["environment"]
     assert flower["MIRAGE_FLOWER_ADDRESS"] == "0.0.0.0"
     assert re.fullmatch(r"\$\{MIRAGE_FLOWER_BASIC_AUTH:\?.+\}", flower["MIRAGE_FLOWER_BASIC_AUTH"])

@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
 
 from documents import services
 from documents.models import Document, Project
@@ -48,3 +49,11 @@ def markdown_document(sections: int = 3, *, poison_at: int | None = None) -> byt
 
 def document_status(document: Document) -> str:
     return Document.objects.values_list("status", flat=True).get(id=document.id)
+
+
+def replace_stored_bytes(document: Document, content: bytes) -> None:
+    """Change the stored file under the same document and name (an edited
+    source), whatever the storage backend."""
+    storage, name = document.file.storage, document.file.name
+    storage.delete(name)
+    assert storage.save(name, ContentFile(content)) == name
