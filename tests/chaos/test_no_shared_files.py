@@ -10,8 +10,8 @@ import httpx
 import pytest
 from rest_framework.authtoken.models import Token
 
-from documents.models import Document
 from common.filestore.models import StoredFile
+from documents.models import Document
 from jobs.models import Job
 from tests.support.factories import make_project, make_user, markdown_document
 from tests.support.processes import Stack, free_port

@@ -17,8 +17,8 @@ from pypdf import PdfReader
 from documents.chunking import approx_token_count, chunk_sections
 from documents.parsers import ParseError, UnsupportedFileType, detect_type, ocr, packages, parse_file
 from tests.support import office_files
-from tests.support.ocr import requires_tesseract
 from tests.support.corpus import CORPUS, FORMATS
+from tests.support.ocr import requires_tesseract
 
 pytestmark = pytest.mark.unit
 

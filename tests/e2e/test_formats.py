@@ -15,9 +15,9 @@ from documents.models import Chunk, Document
 from documents.parsers import ocr
 from mirage.celery import app as celery_app
 from tests.support import office_files
+from tests.support.corpus import FORMATS
 from tests.support.factories import make_project, make_user
 from tests.support.ocr import requires_tesseract
-from tests.support.corpus import FORMATS
 from tests.support.waiting import wait_until
 
 pytestmark = [

@@ -14,9 +14,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.management import call_command
 
-from documents.models import Document
 from common.filestore.models import StoredBlock, StoredFile
 from common.filestore.storage import DatabaseStorage, local_path
+from documents.models import Document
 from tests.support.factories import make_project, markdown_document, submit_bytes
 
 pytestmark = pytest.mark.django_db
@@ -125,9 +125,8 @@ def test_storing_and_copying_out_a_large_file_never_holds_it_whole_in_memory():
 
 def test_a_local_copy_of_a_missing_file_is_file_not_found():
     field = Document(file="nowhere/missing.md").file
-    with pytest.raises(FileNotFoundError):
-        with local_path(field):
-            pass
+    with pytest.raises(FileNotFoundError), local_path(field):
+        pass
 
 
 def test_a_filesystem_storage_gives_its_own_path(tmp_path):

