@@ -59,14 +59,15 @@ def ocr(path: Path) -> dict:
     child processes, whose peak is reported apart."""
     import resource
 
-    from documents.chunking import approx_token_count, chunk_sections
+    from documents.chunking import chunk_sections
+    from documents.embeddings.base import estimate_tokens
     from documents.parsers import parse_file
 
     baseline = start_measuring()
     started = time.perf_counter()
     parsed = parse_file(path, path.name)
     chunks = sum(1 for _ in chunk_sections(parsed.sections, max_tokens=254, overlap_tokens=40,
-                                           count_tokens=approx_token_count))
+                                           count_tokens=estimate_tokens))
     seconds = time.perf_counter() - started
     return {"baseline_mb": baseline, "peak_mb": peak_mb(), "chunks": chunks, "seconds": seconds,
             "pages": parsed.metadata["page_count"], "pages_ocr": parsed.metadata["pages_ocr"],

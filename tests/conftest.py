@@ -6,6 +6,9 @@ from django.conf import settings
 
 from mirage.celery import app as celery_app
 
+# The `corpus_present` fixture behind `requires_corpus`.
+pytest_plugins = ["tests.support.corpus"]
+
 
 @pytest.fixture(scope="session")
 def redis_client() -> redis.Redis:

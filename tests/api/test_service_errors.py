@@ -5,7 +5,8 @@ import kombu.exceptions
 import pytest
 import redis
 from django.db import OperationalError
-from mirage.api import exception_handler
+
+from common.api import exception_handler
 
 pytestmark = pytest.mark.unit
 

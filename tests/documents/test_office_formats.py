@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from documents.chunking import approx_token_count, chunk_sections
+from documents.chunking import chunk_sections
+from documents.embeddings.base import estimate_tokens
 from documents.parsers import ParseError, UnsupportedFileType, detect_type, ocr, packages, parse_file
 from tests.support import office_files
 from tests.support.corpus import CORPUS, FORMATS
@@ -38,7 +39,7 @@ def parsed(path: Path, name: str | None = None):
 
 
 def chunks_of(sections, *, max_tokens=254):
-    return list(chunk_sections(sections, max_tokens=max_tokens, overlap_tokens=10, count_tokens=approx_token_count))
+    return list(chunk_sections(sections, max_tokens=max_tokens, overlap_tokens=10, count_tokens=estimate_tokens))
 
 
 # --- detection -----------------------------------------------------------------
@@ -256,12 +257,13 @@ def test_a_sheet_of_100000_rows_streams_in_flat_memory(tmp_path):
     script = f"""
 import json, resource, sys
 sys.path.insert(0, {str(Path.cwd())!r})
-from documents.chunking import approx_token_count, chunk_sections
+from documents.chunking import chunk_sections
+from documents.embeddings.base import estimate_tokens
 from documents.parsers import parse_file
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 document = parse_file({str(path)!r}, "long.xlsx")
 rows = chunks = 0
-for draft in chunk_sections(document.sections, max_tokens=254, overlap_tokens=32, count_tokens=approx_token_count):
+for draft in chunk_sections(document.sections, max_tokens=254, overlap_tokens=32, count_tokens=estimate_tokens):
     chunks += 1
     rows += draft.content.count("\\n| ") - 1
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
