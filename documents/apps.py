@@ -8,5 +8,7 @@ class DocumentsConfig(AppConfig):
 
     def ready(self) -> None:
         from documents import jobkinds
+        from documents.webhooks import services as webhooks
 
         jobkinds.register_all()
+        webhooks.connect_signals()

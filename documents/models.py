@@ -179,3 +179,7 @@ class EmbeddingCacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id}:{self.text_sha256[:12]}"
+
+
+# Registered with the app from here, where Django looks for its models.
+from documents.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery  # noqa: E402,F401

@@ -169,6 +169,19 @@ MIRAGE_HNSW_EF_SEARCH = env.int("MIRAGE_HNSW_EF_SEARCH", default=400)
 # projects' rows, and never misses. 0 always uses the HNSW index.
 MIRAGE_EXACT_SEARCH_MAX_CHUNKS = env.int("MIRAGE_EXACT_SEARCH_MAX_CHUNKS", default=5000)
 
+# Webhooks. Each attempt (and each redirect hop) may take this long.
+MIRAGE_WEBHOOK_TIMEOUT_SECONDS = env.float("MIRAGE_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Failed deliveries are retried after base * 2**(attempt-1) seconds (+-25 %
+# jitter), capped at the max delay, until the delivery is this old.
+MIRAGE_WEBHOOK_RETRY_BASE_SECONDS = env.float("MIRAGE_WEBHOOK_RETRY_BASE_SECONDS", default=5.0)
+MIRAGE_WEBHOOK_RETRY_MAX_DELAY_SECONDS = env.float("MIRAGE_WEBHOOK_RETRY_MAX_DELAY_SECONDS", default=6 * 3600.0)
+MIRAGE_WEBHOOK_RETRY_HOURS = env.float("MIRAGE_WEBHOOK_RETRY_HOURS", default=26.0)
+# A webhook whose attempts have failed for longer than this is disabled.
+MIRAGE_WEBHOOK_DISABLE_AFTER_HOURS = env.float("MIRAGE_WEBHOOK_DISABLE_AFTER_HOURS", default=72.0)
+# Let webhook URLs reach loopback, private and link-local addresses (a
+# receiver on the same host or network). Off: such URLs are refused.
+MIRAGE_WEBHOOK_ALLOW_PRIVATE = env.bool("MIRAGE_WEBHOOK_ALLOW_PRIVATE", default=False)
+
 MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
 MIRAGE_OLLAMA_MODEL = env("MIRAGE_OLLAMA_MODEL", default="mxbai-embed-large")
 MIRAGE_OLLAMA_DIMENSIONS = env.int("MIRAGE_OLLAMA_DIMENSIONS", default=1024)
@@ -225,6 +238,8 @@ CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_QUEUES = [Queue("ingest"), Queue("embed"), Queue("maintenance")]
 CELERY_TASK_ROUTES = {
     "documents.embed_chunk": {"queue": "embed"},
+    # Webhook attempts wait on receivers (short timeouts), not on the CPU.
+    "documents.deliver_webhook": {"queue": "ingest"},
     "documents.*": {"queue": "ingest"},
     "reconcile.*": {"queue": "maintenance"},
 }
@@ -293,6 +308,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "reconcile.purge_finished_jobs",
         "schedule": 3600.0,
         "options": {"expire_seconds": 1800},
+    },
+    "send-due-webhook-deliveries": {
+        "task": "reconcile.send_due_webhook_deliveries",
+        "schedule": float(MIRAGE_RECONCILE_INTERVAL_SECONDS),
+        # A tick not run within its interval is superseded by the next one.
+        "options": {"expire_seconds": MIRAGE_RECONCILE_INTERVAL_SECONDS},
     },
     "purge-history": {
         "task": "reconcile.purge_history",
