@@ -113,6 +113,11 @@ class Chunk(models.Model):
     content_sha256 = models.CharField(max_length=64)
     token_count = models.PositiveIntegerField(default=0)
     structure = models.JSONField(default=dict, blank=True)
+    # [start, end) in the document's extracted text (documents.chunking:
+    # sections in reading order, joined by a blank line); null for chunks
+    # stored before offsets were kept.
+    start_offset = models.PositiveBigIntegerField(null=True, blank=True)
+    end_offset = models.PositiveBigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     # Untyped on purpose: projects pin models of different dimensions. Each
     # model gets a partial HNSW index on the cast expression (see migrations
