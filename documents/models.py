@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, Q
 from pgvector.django import VectorField
 
 DOCUMENT_STATUSES = ["pending", "indexing", "ready", "partial", "error", "cancelled"]
@@ -134,9 +134,13 @@ class Chunk(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     # Language-neutral ("simple") so German, Chinese and English text all
-    # tokenise the same way for keyword search.
+    # tokenise the same way for keyword search; text written without spaces
+    # (Chinese, Japanese) is added as overlapping character bigrams
+    # (mirage_cjk_bigrams, migration 0005), so a word inside a run is found.
     search_vector = models.GeneratedField(
-        expression=SearchVector("content", config="simple"),
+        expression=SearchVector("content", config="simple")
+        + SearchVector(Func(F("content"), function="mirage_cjk_bigrams", output_field=models.TextField()),
+                       config="simple"),
         output_field=SearchVectorField(),
         db_persist=True,
     )
