@@ -99,6 +99,10 @@ class WebhookAttemptInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Attempts are part of their delivery: whoever may see it sees them.
+        return request.user.has_perm("documents.view_webhookdelivery")
+
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyModelAdmin):
