@@ -418,3 +418,6 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         if cancelled:
             self.message_user(request, f"Cancelled the jobs of {_plural(cancelled, 'document')}.", messages.SUCCESS)
         return self.action_response(request)
+
+# Webhooks and their deliveries register their own pages.
+from documents.webhooks import admin as webhooks_admin  # noqa: E402,F401

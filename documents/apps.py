@@ -11,7 +11,9 @@ class DocumentsConfig(AppConfig):
 
         from documents import jobkinds
         from documents.parsers import ocr
+        from documents.webhooks import services as webhooks
 
         jobkinds.register_all()
+        webhooks.connect_signals()
         # Parsers are plain Python and never read Django settings themselves.
         ocr.configure(languages=settings.MIRAGE_OCR_LANGUAGES)

@@ -1,5 +1,6 @@
 """Split parsed sections into chunks that fit an embedding model's input.
 Plain Python: sections in, chunk drafts out; no models, no Celery."""
+
 from __future__ import annotations
 
 import itertools
@@ -19,12 +20,22 @@ TokenCounter = Callable[[str], int]
 MAX_CHARS_PER_TOKEN = 16
 
 
+# Sections are joined by this in the document's extracted text, the text
+# chunk offsets point into.
+SECTION_SEPARATOR = "\n\n"
+
+
 @dataclass(frozen=True)
 class ChunkDraft:
     position: int
     content: str
     structure: dict
     token_count: int
+    # [start, end) of the chunk in the extracted text (the sections' text in
+    # reading order, joined by SECTION_SEPARATOR); None where it could not be
+    # placed.
+    start: int | None = None
+    end: int | None = None
 
 
 def chunk_sections(
@@ -64,13 +75,98 @@ def chunk_sections(
     if not 0 <= overlap_tokens < max_tokens:
         raise ValueError("overlap_tokens must be at least 0 and smaller than max_tokens")
     splitter = _Splitter(max_tokens=max_tokens, count_tokens=count_tokens)
+    locator = _Locator()
     position = 0
-    for structure, run in itertools.groupby(sections, key=lambda section: section.structure):
+    for structure, run in itertools.groupby(locator.follow(sections), key=lambda section: section.structure):
         packer = _Packer(max_tokens=max_tokens, overlap_tokens=overlap_tokens, count_tokens=count_tokens)
         units = itertools.chain.from_iterable(splitter.units(section) for section in run)
-        for content, token_count in packer.pack(units):
-            yield ChunkDraft(position=position, content=content, structure=dict(structure), token_count=token_count)
+        for content, token_count, overlap, repeated_header in packer.pack(units):
+            start, end = locator.place(content, overlap, repeated=repeated_header)
+            yield ChunkDraft(
+                position=position,
+                content=content,
+                structure=dict(structure),
+                token_count=token_count,
+                start=start,
+                end=end,
+            )
             position += 1
+
+
+class _Locator:
+    """Places chunks in the extracted text: the sections' text joined by a
+    blank line, each table's header row before its first section. The
+    chunker changes only
+    whitespace (strips, collapses blank lines, joins pieces with one
+    separator) and keeps every other character, in order; so counted
+    without whitespace, the chunks' own text (without the overlap they
+    repeat) tiles the extracted text exactly, and a chunk starts its
+    overlap's length before where the previous one ended. A walker turns
+    those counts into offsets; text before the previous chunk is dropped."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._base = 0  # offset of self._text[0] in the extracted text
+        self._sections = 0
+        self._cursor = 0  # characters other than whitespace placed so far
+        # A point of the walk: (offset, non-whitespace characters before it).
+        self._mark = (0, 0)
+
+    def follow(self, sections: Iterable[Section]) -> Iterator[Section]:
+        open_table_header = None
+        for section in sections:
+            if self._sections:
+                self._text += SECTION_SEPARATOR
+            self._text += section.text
+            self._sections += 1
+            # A table's header row stands once in the text, where the table
+            # opens (as the splitter writes it); chunks that continue the
+            # table repeat it (see `place`).
+            header = section.table_header.strip("\n").rstrip() if section.table_header is not None else None
+            if header is not None and header != open_table_header:
+                self._text = self._text[: len(self._text) - len(section.text)] + f"{header}\n{section.text}"
+            open_table_header = header
+            yield section
+
+    def place(self, content: str, overlap: str, *, repeated: str = "") -> tuple[int | None, int | None]:
+        """Offsets of the chunk's own text: after the overlap it shares with
+        the previous chunk, and without a table header it repeats (which
+        stands earlier in the text, not here)."""
+        size = _visible(content) - _visible(repeated)
+        if not size:
+            return None, None
+        first = self._cursor - _visible(overlap)
+        last = first + size - 1
+        self._cursor = first + size
+        start = self._offset_of(first)
+        if start is None:
+            return None, None
+        self._mark = (start, first)
+        end = self._offset_of(last)
+        if end is None:
+            return None, None
+        drop = start - self._base
+        if drop > 65536:
+            self._text = self._text[drop:]
+            self._base = start
+        return start, end + 1
+
+    def _offset_of(self, index: int) -> int | None:
+        """Offset of the `index`-th character other than whitespace, walking
+        from the mark (never backwards past it)."""
+        offset, seen = self._mark
+        local = offset - self._base
+        while local < len(self._text):
+            if not self._text[local].isspace():
+                if seen == index:
+                    return self._base + local
+                seen += 1
+            local += 1
+        return None
+
+
+def _visible(text: str) -> int:
+    return sum(1 for character in text if not character.isspace())
 
 
 # ---------------------------------------------------------------------------
@@ -312,7 +408,9 @@ class _Packer:
         self.overlap_tokens = overlap_tokens
         self.count_tokens = count_tokens
 
-    def pack(self, units: Iterable[_Unit]) -> Iterator[tuple[str, int]]:
+    def pack(self, units: Iterable[_Unit]) -> Iterator[tuple[str, int, str, str]]:
+        """(content, token count, the previous chunk's tail it opens with or
+        "", the table header it repeats or "")."""
         source = iter(units)
         # Units handed back by `_measure`, to be placed before the source's.
         carried: deque[_Unit] = deque()
@@ -334,8 +432,10 @@ class _Packer:
             elif unit is None or tokens + unit.tokens > self.max_tokens or chars + len(unit.text) > self.max_chars:
                 if not pending:
                     return
-                content, token_count, given_back = self._measure(overlap, pending, overlap_is_header=overlap_is_header)
-                yield content, token_count
+                content, token_count, given_back, used = self._measure(
+                    overlap, pending, overlap_is_header=overlap_is_header
+                )
+                yield (content, token_count, "", used) if overlap_is_header else (content, token_count, used, "")
                 previous = content
                 carried.extendleft(reversed(given_back + ([unit] if unit is not None else [])))
                 pending, overlap = [], None
@@ -346,7 +446,7 @@ class _Packer:
 
     def _measure(
         self, overlap: tuple[str, int] | None, units: list[_Unit], *, overlap_is_header: bool = False
-    ) -> tuple[str, int, list[_Unit]]:
+    ) -> tuple[str, int, list[_Unit], str]:
         """The chunk's text and its real token count. Sums of per-unit counts
         are exact for word-level tokenizers (BERT) but not for BPE ones, so
         the whole chunk is counted; if it is over, the overlap is dropped and
@@ -360,7 +460,7 @@ class _Packer:
             content = _join(parts)
             token_count = self.count_tokens(content)
             if token_count <= self.max_tokens or (overlap is None and len(units) == 1):
-                return content, token_count, given_back
+                return content, token_count, given_back, overlap[0] if overlap else ""
             if overlap is not None and (not overlap_is_header or len(units) == 1):
                 overlap = None
             else:

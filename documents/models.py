@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, Q
 from pgvector.django import VectorField
 
 DOCUMENT_STATUSES = ["pending", "indexing", "ready", "partial", "error", "cancelled"]
@@ -128,6 +128,11 @@ class Chunk(models.Model):
     content_sha256 = models.CharField(max_length=64)
     token_count = models.PositiveIntegerField(default=0)
     structure = models.JSONField(default=dict, blank=True)
+    # [start, end) in the document's extracted text (documents.chunking:
+    # sections in reading order, joined by a blank line); null for chunks
+    # stored before offsets were kept.
+    start_offset = models.PositiveBigIntegerField(null=True, blank=True)
+    end_offset = models.PositiveBigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     # Untyped on purpose: projects pin models of different dimensions. Each
     # model gets a partial HNSW index on the cast expression (see migrations
@@ -144,9 +149,13 @@ class Chunk(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     # Language-neutral ("simple") so German, Chinese and English text all
-    # tokenise the same way for keyword search.
+    # tokenise the same way for keyword search; text written without spaces
+    # (Chinese, Japanese) is added as overlapping character bigrams
+    # (mirage_cjk_bigrams, migration 0005), so a word inside a run is found.
     search_vector = models.GeneratedField(
-        expression=SearchVector("content", config="simple"),
+        expression=SearchVector("content", config="simple")
+        + SearchVector(Func(F("content"), function="mirage_cjk_bigrams", output_field=models.TextField()),
+                       config="simple"),
         output_field=SearchVectorField(),
         db_persist=True,
     )
@@ -194,3 +203,7 @@ class EmbeddingCacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id}:{self.text_sha256[:12]}"
+
+
+# Registered with the app from here, where Django looks for its models.
+from documents.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery  # noqa: E402,F401

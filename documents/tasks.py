@@ -71,3 +71,18 @@ def redispatch_stuck_chunks() -> dict:
 def redispatch_unparsed_documents() -> dict:
     with try_advisory_lock("reconcile.redispatch_unparsed_documents") as acquired:
         return services.documents_redispatch_unparsed() if acquired else {}
+
+
+@shared_task(name="documents.deliver_webhook", bind=True, acks_late=True, **DB_RETRY)
+def deliver_webhook(self, delivery_id: int) -> str | None:
+    from documents.webhooks import services as webhooks
+
+    return webhooks.delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(name="reconcile.send_due_webhook_deliveries", acks_late=True)
+def send_due_webhook_deliveries() -> int:
+    from documents.webhooks import services as webhooks
+
+    with try_advisory_lock("reconcile.send_due_webhook_deliveries") as acquired:
+        return webhooks.deliveries_send_due() if acquired else 0

@@ -20,7 +20,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
-from common import history
+from common import history, signals
 from jobs import events, registry
 from jobs.models import Job
 
@@ -87,6 +87,7 @@ def job_transition(
             actor=actor, reason=reason, job_id=job.id,
         )
         transaction.on_commit(lambda: events.publish_job(job))
+        signals.job_status_changed.send(sender=Job, job=job, previous=previous)
         if job.parent_id and to in Job.FINAL_STATUSES:
             transaction.on_commit(lambda: job_rollup(parent_id=job.parent_id))
     return True

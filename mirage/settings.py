@@ -242,6 +242,18 @@ MIRAGE_QUEUE_MAX_WAIT_SECONDS = env.int("MIRAGE_QUEUE_MAX_WAIT_SECONDS", default
 # GET /metrics requires `Authorization: Bearer <this>` when set; empty: open
 # (restrict it at the proxy).
 MIRAGE_METRICS_TOKEN = env("MIRAGE_METRICS_TOKEN", default="")
+# Webhooks. Each attempt (and each redirect hop) may take this long.
+MIRAGE_WEBHOOK_TIMEOUT_SECONDS = env.float("MIRAGE_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Failed deliveries are retried after base * 2**(attempt-1) seconds (+-25 %
+# jitter), capped at the max delay, until the delivery is this old.
+MIRAGE_WEBHOOK_RETRY_BASE_SECONDS = env.float("MIRAGE_WEBHOOK_RETRY_BASE_SECONDS", default=5.0)
+MIRAGE_WEBHOOK_RETRY_MAX_DELAY_SECONDS = env.float("MIRAGE_WEBHOOK_RETRY_MAX_DELAY_SECONDS", default=6 * 3600.0)
+MIRAGE_WEBHOOK_RETRY_HOURS = env.float("MIRAGE_WEBHOOK_RETRY_HOURS", default=26.0)
+# A webhook whose attempts have failed for longer than this is disabled.
+MIRAGE_WEBHOOK_DISABLE_AFTER_HOURS = env.float("MIRAGE_WEBHOOK_DISABLE_AFTER_HOURS", default=72.0)
+# Let webhook URLs reach loopback, private and link-local addresses (a
+# receiver on the same host or network). Off: such URLs are refused.
+MIRAGE_WEBHOOK_ALLOW_PRIVATE = env.bool("MIRAGE_WEBHOOK_ALLOW_PRIVATE", default=False)
 
 MIRAGE_OLLAMA_URL = env("MIRAGE_OLLAMA_URL", default="http://127.0.0.1:11434")
 MIRAGE_OLLAMA_MODEL = env("MIRAGE_OLLAMA_MODEL", default="mxbai-embed-large")
@@ -327,6 +339,8 @@ CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_QUEUES = [Queue("ingest"), Queue("embed"), Queue("maintenance")]
 CELERY_TASK_ROUTES = {
     "documents.embed_chunk": {"queue": "embed"},
+    # Webhook attempts wait on receivers (short timeouts), not on the CPU.
+    "documents.deliver_webhook": {"queue": "ingest"},
     "documents.*": {"queue": "ingest"},
     "reconcile.*": {"queue": "maintenance"},
 }
@@ -391,4 +405,6 @@ CELERY_BEAT_SCHEDULE = {
     "fail-timed-out-jobs": _periodic("reconcile.fail_timed_out_jobs", 60),
     "purge-finished-jobs": _periodic("reconcile.purge_finished_jobs", 3600),
     "purge-history": _periodic("reconcile.purge_history", 3600),
+    "send-due-webhook-deliveries": _periodic("reconcile.send_due_webhook_deliveries",
+                                             MIRAGE_RECONCILE_INTERVAL_SECONDS),
 }

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from common.api import StrictSerializer
 from documents import selectors
 from documents.models import Chunk, Document, Project
-from documents.search import MAX_K, MODES
+from documents.search import MAX_CONTEXT, MAX_K, MODES, SearchFilters
 from jobs.api.serializers import JobSerializer
 
 # Providers a client may pin a project to. Dotted paths (arbitrary classes)
@@ -145,8 +145,17 @@ class ChunkSerializer(serializers.ModelSerializer):
     class Meta:
         model = Chunk
         fields = [
-            "id", "document_id", "position", "content", "structure", "status", "error",
-            "token_count", "embedding_model", "attempts", "updated_at",
+            "id",
+            "document_id",
+            "position",
+            "content",
+            "structure",
+            "status",
+            "error",
+            "token_count",
+            "embedding_model",
+            "attempts",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -164,10 +173,60 @@ class ImportInputSerializer(StrictSerializer):
     path = serializers.CharField(max_length=4096)
 
 
+class FlatListField(serializers.ListField):
+    """A repeatable query parameter whose errors are a plain list of
+    messages ("item 2: ..."), the shape every 400 of the API has."""
+
+    def run_child_validation(self, data):
+        result, errors = [], []
+        for index, item in enumerate(data):
+            try:
+                result.append(self.child.run_validation(item))
+            except serializers.ValidationError as exc:
+                errors.extend(f"item {index + 1}: {message}" for message in exc.detail)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return result
+
+
 class SearchQuerySerializer(StrictSerializer):
     q = serializers.CharField(max_length=2000)
     k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, default=10)
     mode = serializers.ChoiceField(choices=MODES, required=False, default="semantic")
+    document = FlatListField(child=serializers.IntegerField(min_value=1), required=False, max_length=1000)
+    type = serializers.ChoiceField(choices=Document.FileType.choices, required=False)
+    metadata = serializers.CharField(required=False, max_length=10_000)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    heading = FlatListField(child=serializers.CharField(max_length=500), required=False, max_length=20)
+    context = serializers.IntegerField(min_value=0, max_value=MAX_CONTEXT, required=False, default=0)
+
+    def validate_metadata(self, value: str) -> dict:
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise serializers.ValidationError(f"Not valid JSON: {exc.msg} (column {exc.colno}).") from None
+        if not isinstance(parsed, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return parsed
+
+    def filters(self) -> SearchFilters:
+        data = self.validated_data
+        return SearchFilters(
+            documents=tuple(data.get("document") or ()),
+            file_type=data.get("type"),
+            metadata=data.get("metadata"),
+            created_after=data.get("created_after"),
+            created_before=data.get("created_before"),
+            heading=tuple(data.get("heading") or ()),
+        )
+
+
+class NeighbourSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    content = serializers.CharField()
+    start_offset = serializers.IntegerField(allow_null=True)
+    end_offset = serializers.IntegerField(allow_null=True)
 
 
 class SearchHitSerializer(serializers.Serializer):
@@ -178,6 +237,37 @@ class SearchHitSerializer(serializers.Serializer):
     content = serializers.CharField()
     structure = serializers.JSONField()
     score = serializers.FloatField()
+    page = serializers.SerializerMethodField()
+    chapter = serializers.SerializerMethodField()
+    slide = serializers.SerializerMethodField()
+    sheet = serializers.SerializerMethodField()
+    heading_path = serializers.SerializerMethodField()
+    start_offset = serializers.IntegerField(
+        allow_null=True,
+        help_text="Where the chunk starts in the document's extracted text (its sections in "
+        "reading order, joined by a blank line); null for chunks stored before offsets were kept.",
+    )
+    end_offset = serializers.IntegerField(allow_null=True, help_text="Where the chunk ends (exclusive).")
+    highlights = serializers.ListField(
+        child=serializers.CharField(), help_text="keyword and hybrid: fragments with matches in <mark>...</mark>."
+    )
+    context_before = NeighbourSerializer(many=True, help_text="with context=N: up to N chunks before, in order.")
+    context_after = NeighbourSerializer(many=True, help_text="with context=N: up to N chunks after, in order.")
+
+    def get_page(self, hit) -> int | None:
+        return hit.structure.get("page")
+
+    def get_chapter(self, hit) -> str | None:
+        return hit.structure.get("chapter")
+
+    def get_slide(self, hit) -> int | None:
+        return hit.structure.get("slide")
+
+    def get_sheet(self, hit) -> str | None:
+        return hit.structure.get("sheet")
+
+    def get_heading_path(self, hit) -> list[str] | None:
+        return hit.structure.get("heading_path")
 
 
 def max_upload_bytes() -> int:

@@ -1,8 +1,10 @@
 """The documents API: one view per operation; logic lives in services."""
+
 from __future__ import annotations
 
 from django.db import IntegrityError
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -204,8 +206,9 @@ class DocumentRetryApi(APIView):
         serializer = s.RetryInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            job = services.document_retry_failed(document=document, actor=user_actor(request.user),
-                                                   **serializer.validated_data)
+            job = services.document_retry_failed(
+                document=document, actor=user_actor(request.user), **serializer.validated_data
+            )
         except (services.DocumentBusy, services.NothingToRetry) as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -220,8 +223,9 @@ class ProjectAuditApi(PaginatedApiMixin, APIView):
         """What was done to the project's data (uploads, deletions, reindex, retry,
         cancel, settings), oldest first; entries outlive what they record."""
         project = _project_for(request, project_id)
-        return paginate(self, request, AuditEntry.objects.filter(project_id=project.id).order_by("id"),
-                        AuditEntrySerializer)
+        return paginate(
+            self, request, AuditEntry.objects.filter(project_id=project.id).order_by("id"), AuditEntrySerializer
+        )
 
 
 class ProjectImportApi(APIView):
@@ -236,8 +240,9 @@ class ProjectImportApi(APIView):
         serializer = s.ImportInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            job = imports.import_start(project=project, path=serializer.validated_data["path"],
-                                       actor=user_actor(request.user))
+            job = imports.import_start(
+                project=project, path=serializer.validated_data["path"], actor=user_actor(request.user)
+            )
         except imports.ImportPathRejected as exc:
             raise exceptions.ValidationError({"path": [str(exc)]}) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -249,6 +254,15 @@ class ProjectSearchApi(APIView):
             OpenApiParameter("q", str, required=True),
             OpenApiParameter("k", int),
             OpenApiParameter("mode", str, enum=list(search.MODES)),
+            OpenApiParameter("document", int, many=True, description="Only these documents (repeatable)."),
+            OpenApiParameter("type", str, enum=Document.FileType.values),
+            OpenApiParameter("metadata", str, description="A JSON object the upload's metadata must contain."),
+            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+            OpenApiParameter(
+                "heading", str, many=True, description="Leading levels of the heading path, one per value, in order."
+            ),
+            OpenApiParameter("context", int, description=f"Neighbouring chunks on each side (0-{search.MAX_CONTEXT})."),
         ],
         responses={
             200: s.SearchHitSerializer(many=True),
@@ -258,10 +272,20 @@ class ProjectSearchApi(APIView):
     )
     def get(self, request, project_id: int):
         project = _project_for(request, project_id)
-        params = validate_query(s.SearchQuerySerializer, request)
+        query = s.SearchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
         try:
-            hits = search.search(project=project, query=params["q"], k=params["k"], mode=params["mode"])
+            hits = search.search(
+                project=project,
+                query=params["q"],
+                k=params["k"],
+                mode=params["mode"],
+                filters=query.filters(),
+                context=params["context"],
+            )
         except EmbeddingError as exc:
-            return Response({"detail": f"the embedding provider is unavailable: {exc}"},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return Response(
+                {"detail": f"the embedding provider is unavailable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE
+            )
         return Response(s.SearchHitSerializer(hits, many=True).data)

@@ -226,6 +226,8 @@ def _insert_drafts(*, document_id: int, drafts: Iterable[ChunkDraft], position_o
                     content_sha256=hashlib.sha256(draft.content.encode("utf-8")).hexdigest(),
                     token_count=draft.token_count,
                     structure=draft.structure,
+                    start_offset=draft.start,
+                    end_offset=draft.end,
                     status=ChunkStatus.PENDING,
                     dispatched_at=now,
                 )

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common import events as common_events
-from common import history
+from common import history, signals
 from documents import jobkinds
 from documents.models import Chunk, Document
 from documents.services.finishing import document_chunk_counts
@@ -109,6 +109,7 @@ def document_delete(*, document: Document, actor: str = history.SYSTEM) -> None:
                              target=f"document {document.id} {document.filename}", document_id=document.id,
                              sha256=document.content_sha256, size_bytes=document.size_bytes)
         document.delete()
+        signals.document_deleted.send(sender=Document, data=deleted)
         transaction.on_commit(lambda: default_storage.delete(file_name))
         transaction.on_commit(
             lambda: common_events.publish(project_id=deleted["project_id"], event="document.deleted", data=deleted)

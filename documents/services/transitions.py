@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from common import history
+from common import history, signals
 from documents import events
 from documents.models import Chunk, Document
 from jobs.models import Job
@@ -144,6 +144,7 @@ def document_transition(
             to_status=to, actor=actor, reason=reason, job_id=job_id or document.current_job_id,
         )
         transaction.on_commit(lambda: events.publish_document(document))
+        signals.document_status_changed.send(sender=Document, document=document, previous=previous)
     return document
 
 

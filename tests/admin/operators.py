@@ -13,6 +13,10 @@ OPERATOR_PERMISSIONS = [
     ("documents", "view_document"),
     ("documents", "add_document"),
     ("documents", "change_document"),
+    ("documents", "view_webhook"),
+    ("documents", "change_webhook"),
+    ("documents", "view_webhookdelivery"),
+    ("documents", "change_webhookdelivery"),
     ("jobs", "view_job"),
     ("jobs", "change_job"),
 ]

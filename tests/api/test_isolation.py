@@ -2,6 +2,8 @@
 nothing in lists or search."""
 import pytest
 
+from documents.webhooks import services as webhooks
+from documents.webhooks.models import WebhookDelivery
 from tests.support.factories import markdown_document, submit_bytes
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
@@ -13,8 +15,20 @@ def owned(project):
     return project, submission.document, submission.job
 
 
-def test_other_user_gets_404_on_every_endpoint_of_the_project(other_api, owned):
+@pytest.fixture
+def hooked(owned):
+    project = owned[0]
+    webhook = webhooks.webhook_create(project=project, url="https://hooks.example.org/x", events=["job.final"],
+                                      actor="system")
+    delivery = WebhookDelivery.objects.create(webhook=webhook, message_id="msg_isolation", event_type="job.final",
+                                              body="{}", state="failed")
+    return webhook, delivery
+
+
+def test_other_user_gets_404_on_every_endpoint_of_the_project(other_api, owned, hooked):
     project, document, job = owned
+    webhook, delivery = hooked
+    hook = f"/api/v1/projects/{project.id}/webhooks/{webhook.id}/"
     requests = [
         ("get", f"/api/v1/projects/{project.id}/"),
         ("get", f"/api/v1/projects/{project.id}/documents/"),
@@ -31,6 +45,13 @@ def test_other_user_gets_404_on_every_endpoint_of_the_project(other_api, owned):
         ("post", f"/api/v1/documents/{document.id}/retry/"),
         ("get", f"/api/v1/jobs/{job.id}/"),
         ("post", f"/api/v1/jobs/{job.id}/cancel/"),
+        ("get", f"/api/v1/projects/{project.id}/webhooks/"),
+        ("post", f"/api/v1/projects/{project.id}/webhooks/"),
+        ("get", hook),
+        ("patch", hook),
+        ("delete", hook),
+        ("get", f"{hook}deliveries/"),
+        ("post", f"{hook}deliveries/{delivery.id}/redeliver/"),
     ]
     for method, url in requests:
         response = getattr(other_api, method)(url)
@@ -44,8 +65,10 @@ def test_other_user_lists_show_nothing_of_the_project(other_api, owned):
     assert other_api.get(f"/api/v1/jobs/?project={project.id}").json()["count"] == 0
 
 
-def test_the_member_still_sees_everything(api, owned):
+def test_the_member_still_sees_everything(api, owned, hooked):
     project, document, job = owned
+    webhook, delivery = hooked
+    assert api.get(f"/api/v1/projects/{project.id}/webhooks/{webhook.id}/deliveries/").json()["count"] == 1
     assert api.get(f"/api/v1/documents/{document.id}/").status_code == 200
     assert api.get("/api/v1/jobs/").json()["count"] == 1
     assert api.get(f"/api/v1/documents/{document.id}/history/").json()["count"] >= 1

@@ -23,6 +23,8 @@ from schemathesis.checks import (
 from documents.api.events import MAX_TIMEOUT_SECONDS
 from documents.embeddings import get_embedder
 from documents.models import Chunk, Document
+from documents.webhooks import services as webhooks
+from documents.webhooks.models import WebhookDelivery
 from jobs.models import Job
 from mirage.celery import app as celery_app
 from mirage.wsgi import application
@@ -52,6 +54,10 @@ schema.config.generation.update(with_security_parameters=False)
 EVENTS = "/api/v1/events/"
 UPLOAD = "/api/v1/projects/{project_id}/documents/"
 IMPORTS = "/api/v1/projects/{project_id}/imports/"
+WEBHOOKS = "/api/v1/projects/{project_id}/webhooks/"
+# Every webhook the run creates points here (nothing listens on the discard
+# port), so no delivery can leave 127.0.0.0/8 should a worker run one.
+LOOPBACK_HOOK = "http://127.0.0.1:9/hook"
 MARKDOWN = markdown_document(sections=1)
 
 # What the current test created (ids by parameter name, the import root),
@@ -108,6 +114,10 @@ def flatmap_body(context, body):
         return st.sampled_from([{**body, "file": MARKDOWN}, body])
     if _path(context) == IMPORTS and isinstance(body, dict) and "import_root" in live:
         return st.sampled_from([{**body, "path": live["import_root"]}, body])
+    if (_path(context) or "").startswith(WEBHOOKS) and isinstance(body, dict):
+        if "url" in body:
+            body = {**body, "url": LOOPBACK_HOOK}
+        return st.sampled_from([{"url": LOOPBACK_HOOK, "events": ["job.final"]}, body])
     return st.just(body)
 
 
@@ -127,6 +137,7 @@ def world(settings, tmp_path):
     """A member of one project holding a partly indexed document whose job
     has finished (so the first reindex or retry is accepted, the next
     refused) and a document whose job waits (cancelled once, then refused);
+    a webhook (to a loopback address) with one delivery in its log;
     someone else's project and document (404 to the member); a staff user,
     the only kind that may import; an import root with one file in it.
 
@@ -137,6 +148,7 @@ def world(settings, tmp_path):
     fixture does, before the database is flushed.)"""
     (tmp_path / "notes.md").write_bytes(MARKDOWN)
     settings.MIRAGE_IMPORT_ROOTS = [str(tmp_path)]
+    settings.MIRAGE_WEBHOOK_ALLOW_PRIVATE = True
     member = make_user()
     project = make_project(members=[member])
     document = submit_bytes(project, markdown_document(sections=2), "guide.md").document
@@ -155,7 +167,12 @@ def world(settings, tmp_path):
     waiting = submit_bytes(project, b"plain words waiting for a worker", "waiting.txt").document
     elsewhere = make_project(members=[make_user()])
     foreign = submit_bytes(elsewhere, b"someone else's words", "theirs.txt").document
+    webhook = webhooks.webhook_create(project=project, url=LOOPBACK_HOOK, events=["document.final"], actor="system")
+    delivery = WebhookDelivery.objects.create(webhook=webhook, message_id="msg_world", event_type="document.final",
+                                              body="{}", state="failed")
     live.update(
+        webhook_id=[webhook.id],
+        delivery_id=[delivery.id],
         project_id=[project.id, elsewhere.id],
         document_id=[document.id, waiting.id, foreign.id],
         job_id=[document.current_job_id, waiting.current_job_id, foreign.current_job_id],

@@ -1,5 +1,6 @@
 """chunk_sections, with simple deterministic
 counters (the real BERT tokenizer is exercised in test_corpus_parsing)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -131,7 +132,9 @@ def test_overlap_repeats_the_tail_of_the_previous_chunk_within_a_section():
     for previous, current in zip(chunks, chunks[1:], strict=False):
         previous_words, current_words = previous.content.split(), current.content.split()
         shared = next(
-            size for size in range(min(len(previous_words), 6), -1, -1) if previous_words[-size:] == current_words[:size]
+            size
+            for size in range(min(len(previous_words), 6), -1, -1)
+            if previous_words[-size:] == current_words[:size]
         )
         assert 1 <= shared <= 6
 
@@ -331,3 +334,56 @@ def test_table_chunks_respect_every_cap_whatever_the_budget_and_counter():
                     assert draft.token_count == count_tokens(draft.content) <= max_tokens
                     assert len(draft.content) <= MAX_CHARS_PER_TOKEN * max_tokens
                     assert draft.content.strip()
+
+
+# --- Offsets in the extracted text ------------------------------------------------
+
+
+def _extracted(sections) -> str:
+    from documents.chunking import SECTION_SEPARATOR
+
+    return SECTION_SEPARATOR.join(section.text for section in sections)
+
+
+def _same_but_whitespace(a: str, b: str) -> bool:
+    return "".join(a.split()) == "".join(b.split())
+
+
+@pytest.mark.parametrize("overlap", [0, 5])
+def test_each_chunk_has_its_offsets_in_the_extracted_text(overlap):
+    sections = [
+        Section("# Title\n\n\n\n" + prose(30), {"heading_path": ["Title"]}),
+        Section("Code   line one\n   line two", {"heading_path": ["Title"]}, atomic=True),
+        Section("第二部分说明异步处理。" * 60, {"heading_path": ["二"]}),
+        Section(prose(20, start=100), {"page": 3}),
+    ]
+    text = _extracted(sections)
+    drafts = chunk(sections, max_tokens=25, overlap_tokens=overlap)
+    starts = [draft.start for draft in drafts]
+    assert None not in starts and starts == sorted(starts)
+    for draft in drafts:
+        assert _same_but_whitespace(text[draft.start : draft.end], draft.content), draft
+        assert not text[draft.start].isspace() and not text[draft.end - 1].isspace()
+
+
+def test_repeated_text_is_placed_in_reading_order():
+    sections = [Section("Same words again and again. " * 50, {})]
+    drafts = chunk(sections, max_tokens=10)
+    starts = [draft.start for draft in drafts]
+    assert len(set(starts)) == len(starts) and starts == sorted(starts)
+    assert drafts[-1].end == len(sections[0].text.rstrip())
+
+
+def test_chunks_of_a_table_are_placed_on_their_own_rows_not_on_the_repeated_header():
+    from documents.chunking import SECTION_SEPARATOR
+
+    sections = [Section(text="Readings taken at dawn.", structure={"sheet": "S"}), table(30)]
+    # The extracted text holds the header once, where the table opens.
+    text = sections[0].text + SECTION_SEPARATOR + HEADER + "\n" + sections[1].text
+    drafts = chunk(sections, max_tokens=30)
+    assert len(drafts) > 2
+    assert HEADER in drafts[0].content
+    for index, draft in enumerate(drafts):
+        own = draft.content if index == 0 else draft.content.removeprefix(HEADER)
+        assert _same_but_whitespace(text[draft.start : draft.end], own), draft
+    assert [draft.start for draft in drafts] == sorted(draft.start for draft in drafts)

@@ -1,6 +1,7 @@
 """How document_parse stores a run's chunks: in batches while the file is
 read, in one transaction, and only if the run is still the document's live
 one when the file is done."""
+
 from __future__ import annotations
 
 import gc
@@ -13,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.filestore.storage import local_path
 from documents import services
 from documents.models import Chunk, Document
 from documents.parsers import ParseError
@@ -29,7 +31,8 @@ def dispatched(monkeypatch):
     """The chords document_parse sends, as (chunk_ids, generation)."""
     sent = []
     monkeypatch.setattr(
-        parsing, "dispatch_chord",
+        parsing,
+        "dispatch_chord",
         lambda *, chunk_ids, document_id, generation, chord_id: sent.append((chunk_ids, generation)),
     )
     return sent
@@ -87,12 +90,15 @@ def guide(title: str, sections: dict[str, str]) -> bytes:
     return (f"# {title}\n\n" + "".join(f"## {name}\n\n{body}\n\n" for name, body in sections.items())).encode()
 
 
-def test_chunks_are_stored_in_batches_while_the_file_is_read(monkeypatch, dispatched,
-                                                             django_capture_on_commit_callbacks):
+def test_chunks_are_stored_in_batches_while_the_file_is_read(
+    monkeypatch, dispatched, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 4)
     document, job = running_index(markdown_document(sections=13))
     stored_before_draft = []
-    observe_drafts(monkeypatch, lambda index: stored_before_draft.append(Chunk.objects.filter(document=document).count()))
+    observe_drafts(
+        monkeypatch, lambda index: stored_before_draft.append(Chunk.objects.filter(document=document).count())
+    )
 
     parse(document, job, django_capture_on_commit_callbacks)
 
@@ -107,12 +113,13 @@ def test_chunks_are_stored_in_batches_while_the_file_is_read(monkeypatch, dispat
     assert job.chunks_created == count and job.celery_chord_id
 
 
-def test_reindex_keeps_unchanged_chunks_with_their_rows_and_vectors(monkeypatch, dispatched,
-                                                                    django_capture_on_commit_callbacks):
+def test_reindex_keeps_unchanged_chunks_with_their_rows_and_vectors(
+    monkeypatch, dispatched, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 2)
     river, estuary, delta, lake = (
-        f"The {name} section explains how water moves through the {name} over the seasons." for name in
-        ("river", "estuary", "delta", "lake")
+        f"The {name} section explains how water moves through the {name} over the seasons."
+        for name in ("river", "estuary", "delta", "lake")
     )
     document, job = running_index(guide("Guide", {"River": river, "Estuary": estuary, "Delta": delta, "Lake": lake}))
     parse(document, job, django_capture_on_commit_callbacks)
@@ -151,8 +158,9 @@ def test_reindex_keeps_unchanged_chunks_with_their_rows_and_vectors(monkeypatch,
     assert reindex.progress_message == "embedding 0/4 chunks (1 unchanged)"
 
 
-def test_unchanged_reindex_keeps_every_chunk_and_finalizes_without_a_chord(dispatched,
-                                                                           django_capture_on_commit_callbacks):
+def test_unchanged_reindex_keeps_every_chunk_and_finalizes_without_a_chord(
+    dispatched, django_capture_on_commit_callbacks
+):
     document, job = running_index(markdown_document(sections=5))
     parse(document, job, django_capture_on_commit_callbacks)
     embed_all(document, model=document.project.embedding_model)
@@ -167,8 +175,9 @@ def test_unchanged_reindex_keeps_every_chunk_and_finalizes_without_a_chord(dispa
     assert Job.objects.get(id=reindex.id).status == "completed"
 
 
-def test_parse_error_while_reading_leaves_no_chunk_and_fails_the_document(monkeypatch, dispatched,
-                                                                          django_capture_on_commit_callbacks):
+def test_parse_error_while_reading_leaves_no_chunk_and_fails_the_document(
+    monkeypatch, dispatched, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 2)
     document, job = running_index(markdown_document(sections=8))
 
@@ -187,8 +196,9 @@ def test_parse_error_while_reading_leaves_no_chunk_and_fails_the_document(monkey
     assert dispatched == []
 
 
-def test_time_limit_while_a_batch_is_stored_leaves_no_chunk_and_says_so(monkeypatch, dispatched,
-                                                                       django_capture_on_commit_callbacks):
+def test_time_limit_while_a_batch_is_stored_leaves_no_chunk_and_says_so(
+    monkeypatch, dispatched, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(parsing, "INSERT_BATCH_SIZE", 2)
     document, job = running_index(markdown_document(sections=8))
     bulk_create = Chunk.objects.bulk_create
@@ -227,8 +237,7 @@ def test_dispatching_a_chord_keeps_nothing_per_task_in_the_process(monkeypatch):
     monkeypatch.setattr("celery.backends.redis.task_join_will_block", lambda: True)
 
     def dispatch(count: int) -> None:
-        services.dispatch_chord(chunk_ids=list(range(count)), document_id=0, generation=0,
-                                chord_id=str(uuid.uuid4()))
+        services.dispatch_chord(chunk_ids=list(range(count)), document_id=0, generation=0, chord_id=str(uuid.uuid4()))
 
     dispatch(1)  # connections and imports
     gc.collect()
@@ -290,3 +299,18 @@ def test_cancel_while_a_parse_stores_chunks_is_not_held_up_and_the_run_leaves_no
     job.refresh_from_db()
     assert document.status == "cancelled" and document.parsing_finished_at is None
     assert job.status == "cancelled" and not job.celery_chord_id and job.chunks_created == 0
+
+
+def test_stored_chunks_carry_their_offsets_in_the_extracted_text(dispatched, django_capture_on_commit_callbacks):
+    from documents.chunking import SECTION_SEPARATOR
+    from documents.parsers import parse_file
+
+    document, job = running_index(markdown_document(sections=12))
+    parse(document, job, django_capture_on_commit_callbacks)
+    document.refresh_from_db()
+    with local_path(document.file) as path:
+        text = SECTION_SEPARATOR.join(section.text for section in parse_file(path, document.filename).sections)
+    chunks = list(Chunk.objects.filter(document=document).order_by("position"))
+    assert len(chunks) > 1
+    for chunk in chunks:
+        assert "".join(text[chunk.start_offset : chunk.end_offset].split()) == "".join(chunk.content.split())
