@@ -9,6 +9,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common import pauses
 from common.api import (
     AuditEntrySerializer,
     Conflict,
@@ -261,3 +262,83 @@ class ProjectSearchApi(APIView):
             return Response({"detail": f"the embedding provider is unavailable: {exc}"},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(s.SearchHitSerializer(hits, many=True).data)
+
+
+PAUSE_CONFLICT = OpenApiResponse(ErrorSerializer, description="Already paused; `detail` says since when and why.")
+RESUME_CONFLICT = OpenApiResponse(ErrorSerializer, description="Not paused: nothing to resume.")
+
+
+class ProjectPauseApi(APIView):
+    @extend_schema(
+        request=s.PauseInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 404, 415), 409: PAUSE_CONFLICT},
+    )
+    def post(self, request, project_id: int):
+        """Pause the project's work: within seconds no parse and no embedding
+        call starts for it; calls under way finish and are kept. The pause
+        lasts until resumed, across restarts."""
+        project = _project_for(request, project_id)
+        serializer = s.PauseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.project_pause(project=project, actor=user_actor(request.user),
+                                           reason=serializer.validated_data["reason"])
+        except pauses.AlreadyPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)
+
+
+class ProjectResumeApi(APIView):
+    @extend_schema(
+        request=s.ResumeInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 404, 415), 409: RESUME_CONFLICT},
+    )
+    def post(self, request, project_id: int):
+        """End the project's pause; its work continues where it stopped."""
+        project = _project_for(request, project_id)
+        serializer = s.ResumeInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.project_resume(project=project, actor=user_actor(request.user),
+                                            reason=serializer.validated_data["reason"])
+        except pauses.NotPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)
+
+
+class SystemPauseApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=s.PauseInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 403, 415), 409: PAUSE_CONFLICT},
+    )
+    def post(self, request):
+        """Pause the whole deployment's work (staff only)."""
+        serializer = s.PauseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.deployment_pause(actor=user_actor(request.user),
+                                              reason=serializer.validated_data["reason"])
+        except pauses.AlreadyPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)
+
+
+class SystemResumeApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=s.ResumeInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 403, 415), 409: RESUME_CONFLICT},
+    )
+    def post(self, request):
+        """End the deployment's pause (staff only); projects paused on their own stay paused."""
+        serializer = s.ResumeInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.deployment_resume(actor=user_actor(request.user),
+                                               reason=serializer.validated_data["reason"])
+        except pauses.NotPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)

@@ -25,6 +25,7 @@ from documents.models import Chunk, Document
 from documents.parsers import ParsedDocument, ParseError, parse_file
 from documents.services.dispatch import dispatch_chord
 from documents.services.finishing import document_finalize
+from documents.services.pausing import parse_defer_if_paused
 from documents.services.projects import project_embedder
 from documents.services.runs import retry_statuses
 from documents.services.transitions import (
@@ -63,6 +64,8 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
         if job.celery_chord_id:
             # A redelivered parse for a run that already dispatched its chunks.
             logger.info("document %s: job %s already dispatched; nothing to do", document_id, job_id)
+            return None
+        if parse_defer_if_paused(job=job, document=document):
             return None
         fields = {"error_message": "", "parsing_started_at": timezone.now(), "parsing_finished_at": None,
                   "embedding_finished_at": None}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -20,6 +20,7 @@ from documents import events
 from documents.models import Chunk, Document
 from documents.services.dispatch import dispatch_chunks, dispatch_job
 from documents.services.finishing import _status_reason, document_chunk_counts, document_finalize
+from documents.services.pausing import RESUMED_AT, paused_project_ids
 from documents.services.transitions import chunks_transition, document_record_repair, document_transition
 from documents.status import derive_document_status
 from jobs import services as job_services
@@ -45,10 +46,15 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
     lease = timedelta(seconds=settings.MIRAGE_CHUNK_LEASE_SECONDS)
     max_attempts = settings.MIRAGE_CHUNK_MAX_ATTEMPTS
     gave_up = 0
+    # Paused work is not stuck: resume sends it again (services.pausing).
+    paused = paused_project_ids()
+    if paused is None:
+        return {"lease_expired": 0, "pending_lost": 0, "gave_up": 0}
+    indexing = Document.objects.filter(status=DocStatus.INDEXING).exclude(project_id__in=paused)
     with transaction.atomic():
         expired = list(
             Chunk.objects.select_for_update(skip_locked=True)
-            .filter(status=ChunkStatus.PROCESSING, lease_expires_at__lt=now, document__status=DocStatus.INDEXING)
+            .filter(status=ChunkStatus.PROCESSING, lease_expires_at__lt=now, document__in=indexing)
             .values_list("id", "attempts", "document_id")[:limit]
         )
         exhausted = [(chunk_id, doc_id) for chunk_id, attempts, doc_id in expired if attempts >= max_attempts]
@@ -70,11 +76,10 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
             dispatched_at=now,
         )
         lost_documents = events.documents_missing_dispatch_marker(
-            Document.objects.filter(status=DocStatus.INDEXING, parsing_finished_at__isnull=False)
-            .values_list("id", "generation")
+            indexing.filter(parsing_finished_at__isnull=False).values_list("id", "generation")
         )
         stale = Chunk.objects.select_for_update(skip_locked=True).filter(
-            status=ChunkStatus.PENDING, document__status=DocStatus.INDEXING
+            status=ChunkStatus.PENDING, document__in=indexing
         )
         # A run's chunks are sent when its parse commits (parsing_finished_at),
         # which for a long file is well after they were inserted.
@@ -203,8 +208,11 @@ def documents_redispatch_unparsed() -> dict[str, int]:
     grace = now - timedelta(seconds=settings.MIRAGE_DISPATCH_GRACE_SECONDS)
     parse_lease = now - timedelta(seconds=settings.MIRAGE_PARSE_LEASE_SECONDS)
     resent = failed = 0
+    paused = paused_project_ids()
     for document in Document.objects.filter(status__in=Document.ACTIVE_STATUSES).select_related("current_job"):
         job = document.current_job
+        if paused is None or document.project_id in paused:
+            continue  # paused work is not lost: resume sends it again
         if document.status == DocStatus.PENDING and (job is None or job.is_final):
             message = "the document was never dispatched (its job is gone or finished)"
             if document_transition(
@@ -216,7 +224,9 @@ def documents_redispatch_unparsed() -> dict[str, int]:
             continue
         if job is None or job.status != Job.Status.RUNNING:
             continue
-        lost_before_parse = document.status == DocStatus.PENDING and job.started_at and job.started_at < grace
+        # A resumed job's deferred parse was sent at resume, not at admission.
+        sent_at = max(filter(None, [job.started_at, _resumed_at(job)]), default=None)
+        lost_before_parse = document.status == DocStatus.PENDING and sent_at and sent_at < grace
         lost_during_parse = (
             document.status == DocStatus.INDEXING
             and document.parsing_finished_at is None
@@ -251,3 +261,8 @@ def documents_redispatch_unparsed() -> dict[str, int]:
         resent += 1
         logger.warning("reconcile: re-dispatched the parse of document %s (job %s)", document.id, job.id)
     return {"parse_resent": resent, "never_dispatched_failed": failed}
+
+
+def _resumed_at(job: Job):
+    value = job.metadata.get(RESUMED_AT)
+    return datetime.fromisoformat(value) if value else None

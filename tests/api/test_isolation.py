@@ -20,6 +20,8 @@ def test_other_user_gets_404_on_every_endpoint_of_the_project(other_api, owned):
         ("get", f"/api/v1/projects/{project.id}/documents/"),
         ("post", f"/api/v1/projects/{project.id}/documents/"),
         ("post", f"/api/v1/projects/{project.id}/imports/"),
+        ("post", f"/api/v1/projects/{project.id}/pause/"),
+        ("post", f"/api/v1/projects/{project.id}/resume/"),
         ("get", f"/api/v1/projects/{project.id}/search/?q=river"),
         ("get", f"/api/v1/documents/{document.id}/"),
         ("delete", f"/api/v1/documents/{document.id}/"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common import pauses
 from common.tables import format_table, shorten
 from documents import selectors
 from documents.models import Document, Project
@@ -11,15 +12,21 @@ HEADERS = ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", 
 NAME_WIDTH = 40
 
 
-def document_row(document: Document) -> list[str]:
-    """One line of an annotated document (selectors.documents_with_progress)."""
+def document_row(document: Document, held: pauses.PausesInForce | None = None) -> list[str]:
+    """One line of an annotated document (selectors.documents_with_progress).
+    Active work held by a pause shows `<status> (paused)`."""
     job = document.current_job
+    paused = (
+        held is not None
+        and document.status in Document.ACTIVE_STATUSES
+        and held.for_project(document.project_id) is not None
+    )
     return [
         str(document.id),
         shorten(document.project.name, NAME_WIDTH),
         shorten(document.filename, NAME_WIDTH),
         document.file_type,
-        document.status,
+        f"{document.status} (paused)" if paused else document.status,
         f"{document.chunks_processed}/{document.chunks_total} ({selectors.progress_percent(document)}%)",
         str(document.chunks_error),
         f"{job.id} {job.status}" if job is not None else "-",
@@ -42,5 +49,8 @@ class Command(BaseCommand):
                 raise CommandError(f"no project named {options['project']!r}")
             self.stdout.write("no documents")
             return
-        for line in format_table(HEADERS, [document_row(document) for document in documents]):
+        held = pauses.pauses_in_force()
+        for line in format_table(HEADERS, [document_row(document, held) for document in documents]):
             self.stdout.write(line)
+        for pause in ([held.deployment] if held.deployment else []) + list(held.projects.values()):
+            self.stdout.write(f"paused: {pauses.pause_words(pause)}")
