@@ -206,7 +206,8 @@ class DocumentAdmin(ReadOnlyModelAdmin):
                     "indexed_at_live"]
     list_filter = ["status", "file_type", "project", HasFailedChunksFilter, StuckFilter]
     search_fields = ["filename"]
-    actions = ["retry_failed_chunks", "reindex_documents", "cancel_documents"]
+    actions = ["retry_failed_chunks", "retry_failed_chunks_high", "reindex_documents", "reindex_documents_high",
+               "cancel_documents"]
     fieldsets = [
         (None, {"fields": ["filename", "project", "file_type", "size", "status_badge", "progress_bar",
                            "error_message_live"]}),
@@ -381,6 +382,21 @@ class DocumentAdmin(ReadOnlyModelAdmin):
     @admin.action(description="Reindex", permissions=["operate"])
     def reindex_documents(self, request: HttpRequest, queryset):
         return self._start_for_each(request, queryset, services.document_reindex, "Queued a reindex of {documents}.")
+
+    @admin.action(description="Reindex at high priority", permissions=["operate"])
+    def reindex_documents_high(self, request: HttpRequest, queryset):
+        def start(**kwargs):
+            return services.document_reindex(priority="high", **kwargs)
+
+        return self._start_for_each(request, queryset, start, "Queued a high-priority reindex of {documents}.")
+
+    @admin.action(description="Retry failed chunks at high priority", permissions=["operate"])
+    def retry_failed_chunks_high(self, request: HttpRequest, queryset):
+        def start(**kwargs):
+            return services.document_retry_failed(priority="high", **kwargs)
+
+        return self._start_for_each(request, queryset, start,
+                                    "Queued a high-priority retry of failed chunks for {documents}.")
 
     @admin.action(description="Cancel current job", permissions=["operate"])
     def cancel_documents(self, request: HttpRequest, queryset):

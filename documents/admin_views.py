@@ -15,6 +15,7 @@ from common.admin_widgets import display_value, live_ids
 from documents import selectors, services
 from documents.models import Document, Project
 from documents.parsers import UnsupportedFileType
+from jobs.models import Job
 
 TIMELINE_FIELDS = [
     ("created_at", "Uploaded"),
@@ -107,6 +108,8 @@ def document_progress(request: HttpRequest, *, model_admin) -> JsonResponse:
 class UploadForm(forms.Form):
     project = forms.ModelChoiceField(queryset=Project.objects.all())
     file = forms.FileField(help_text="Markdown, PDF, EPUB, HTML or plain text.")
+    priority = forms.ChoiceField(choices=Job.Priority.choices, initial=Job.Priority.NORMAL,
+                                 help_text="High-priority work is indexed before waiting normal work.")
 
 
 def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
@@ -119,7 +122,7 @@ def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
         try:
             submission = services.document_submit(
                 project=form.cleaned_data["project"], source=upload, filename=upload.name,
-                actor=history.operator_actor(request.user),
+                priority=form.cleaned_data["priority"], actor=history.operator_actor(request.user),
             )
         except (services.UploadRejected, UnsupportedFileType) as exc:
             form.add_error("file", str(exc))

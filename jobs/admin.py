@@ -51,13 +51,14 @@ class JobAdmin(ReadOnlyModelAdmin):
         "id",
         "kind",
         "status_badge",
+        "priority",
         "progress_with_message",
         "files_live",
         "chunks_live",
         "times_live",
     ]
     list_display_links = ["id", "kind"]
-    list_filter = ["status", "kind"]
+    list_filter = ["status", "priority", "kind"]
     search_fields = ["error_type", "error_message", "progress_message"]
     actions = ["cancel_jobs"]
     fieldsets = [

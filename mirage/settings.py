@@ -212,8 +212,17 @@ CELERY_DB_REUSE_MAX = 1_000_000_000
 # worker.
 MIRAGE_PARSE_TIME_LIMIT_SECONDS = env.int("MIRAGE_PARSE_TIME_LIMIT_SECONDS", default=1800)
 MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", default=300)
+# Embed tasks each indexing document keeps in the broker at most; the next
+# is sent as one finishes (fair share across documents and projects).
+MIRAGE_DISPATCH_WINDOW = env.int("MIRAGE_DISPATCH_WINDOW", default=64)
+# Tasks sent without a priority are `normal` (see the priority steps below).
+CELERY_TASK_DEFAULT_PRIORITY = 3
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("MIRAGE_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+    # Message priorities on Redis: one list per step, 0 served first. Job
+    # priorities map to 0 (high), 3 (normal), 6 (low) (documents.services.dispatch).
+    "priority_steps": [0, 3, 6, 9],
+    "queue_order_strategy": "priority",
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -126,6 +126,7 @@ class ProjectDocumentsApi(PaginatedApiMixin, APIView):
                 source=upload,
                 filename=upload.name,
                 metadata=serializer.validated_data.get("metadata") or {},
+                priority=serializer.validated_data["priority"],
                 actor=user_actor(request.user),
             )
         except services.UploadTooLarge as exc:
@@ -181,11 +182,17 @@ class DocumentChunksApi(PaginatedApiMixin, APIView):
 
 
 class DocumentReindexApi(APIView):
-    @extend_schema(request=None, responses={202: JobSerializer, **error_responses(401, 404), 409: BUSY})
+    @extend_schema(
+        request=s.ReindexInputSerializer,
+        responses={202: JobSerializer, **error_responses(400, 401, 404, 415), 409: BUSY},
+    )
     def post(self, request, document_id: int):
         document = _document_for(request, document_id)
+        serializer = s.ReindexInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         try:
-            job = services.document_reindex(document=document, actor=user_actor(request.user))
+            job = services.document_reindex(document=document, actor=user_actor(request.user),
+                                            priority=serializer.validated_data["priority"])
         except services.DocumentBusy as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -234,7 +241,8 @@ class ProjectImportApi(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             job = imports.import_start(project=project, path=serializer.validated_data["path"],
-                                       actor=user_actor(request.user))
+                                       actor=user_actor(request.user),
+                                       priority=serializer.validated_data["priority"])
         except imports.ImportPathRejected as exc:
             raise exceptions.ValidationError({"path": [str(exc)]}) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -305,10 +305,11 @@ def _finish_parsing(
     chord_id = str(uuid.uuid4())
     job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
     document_id, generation = document.id, document.generation
+    priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first() or Job.Priority.NORMAL
     if to_embed:
         transaction.on_commit(
             lambda: dispatch_chord(chunk_ids=to_embed, document_id=document_id, generation=generation,
-                                   chord_id=chord_id)
+                                   chord_id=chord_id, priority=priority)
         )
     else:
         # Nothing to embed (an unchanged reindex): finish now.
@@ -362,7 +363,8 @@ def document_retry_chunks(*, document_id: int, job_id: int) -> None:
         generation = document.generation
         if chunk_ids:
             transaction.on_commit(lambda: dispatch_chord(chunk_ids=chunk_ids, document_id=document_id,
-                                                         generation=generation, chord_id=chord_id))
+                                                         generation=generation, chord_id=chord_id,
+                                                         priority=job.priority))
         else:
             transaction.on_commit(lambda: document_finalize(document_id=document_id, generation=generation))
 

@@ -14,8 +14,8 @@ work keeps its statuses, and the API, events, admin and `docstatus` say
   count the paused time (metadata `paused_seconds`).
 
 Resuming sends again what the pause held: the deferred parses, and for each
-`indexing` document one new chord of its `pending` chunks, whose callback
-finalises it. A chunk whose old task is still queued is claimed by one task
+`indexing` document one new chord of its `pending` chunks (windowed, see
+services.dispatch), whose callback finalises it. A chunk whose old task is still queued is claimed by one task
 only (the claim is a conditional UPDATE), so nothing is embedded twice.
 """
 from __future__ import annotations
@@ -169,7 +169,7 @@ def _work_resume(*, project_ids: list[int] | None, pause: Pause) -> None:
         if deferred:
             transaction.on_commit(lambda job=job: dispatch_job(job))
     resent = 0
-    for document_id, generation in documents.values_list("id", "generation"):
+    for document_id, generation, priority in documents.values_list("id", "generation", "current_job__priority"):
         pending = Chunk.objects.filter(document_id=document_id, status=ChunkStatus.PENDING)
         chunk_ids = list(pending.order_by("position").values_list("id", flat=True))
         if not chunk_ids:
@@ -177,8 +177,8 @@ def _work_resume(*, project_ids: list[int] | None, pause: Pause) -> None:
         pending.update(dispatched_at=now)
         resent += len(chunk_ids)
         transaction.on_commit(
-            lambda d=document_id, g=generation, ids=chunk_ids: dispatch_chord(
-                chunk_ids=ids, document_id=d, generation=g, chord_id=str(uuid.uuid4())
+            lambda d=document_id, g=generation, ids=chunk_ids, p=priority or Job.Priority.NORMAL: dispatch_chord(
+                chunk_ids=ids, document_id=d, generation=g, chord_id=str(uuid.uuid4()), priority=p
             )
         )
     transaction.on_commit(job_services.jobs_admit_pending)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from common import history
@@ -49,7 +49,7 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
     # Paused work is not stuck: resume sends it again (services.pausing).
     paused = paused_project_ids()
     if paused is None:
-        return {"lease_expired": 0, "pending_lost": 0, "gave_up": 0}
+        return {"lease_expired": 0, "pending_lost": 0, "gave_up": 0, "window_restarted": 0}
     indexing = Document.objects.filter(status=DocStatus.INDEXING).exclude(project_id__in=paused)
     with transaction.atomic():
         expired = list(
@@ -95,9 +95,11 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
         Chunk.objects.filter(id__in=[chunk_id for chunk_id, _ in pending]).update(dispatched_at=now)
         for doc_id, generation in lost_documents:
             transaction.on_commit(lambda d=doc_id, g=generation: events.mark_dispatched(document_id=d, generation=g))
+        restarted = _windows_stalled(indexing, limit=limit)
+        Chunk.objects.filter(id__in=[chunk_id for chunk_id, _ in restarted]).update(dispatched_at=now)
         _record_chunk_repairs(actor=actor, retry=retry, exhausted=exhausted, lost=lost, unclaimed=unclaimed,
-                              max_attempts=max_attempts)
-        to_send = [chunk_id for chunk_id, _ in retry + pending]
+                              restarted=restarted, max_attempts=max_attempts)
+        to_send = [chunk_id for chunk_id, _ in retry + pending + restarted]
         if to_send:
             transaction.on_commit(lambda: dispatch_chunks(to_send))
     if expired or pending:
@@ -106,10 +108,37 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
             "%s chunks out of attempts set to error",
             len(retry), len(pending), gave_up,
         )
-    return {"lease_expired": len(retry), "pending_lost": len(pending), "gave_up": gave_up}
+    return {"lease_expired": len(retry), "pending_lost": len(pending), "gave_up": gave_up,
+            "window_restarted": len(restarted)}
 
 
-def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, max_attempts: int) -> None:
+def _windows_stalled(indexing, *, limit: int) -> list[tuple[int, int]]:
+    """(chunk id, document id) of the next window of each document whose
+    windowed dispatch stopped: chunks wait unsent (no `dispatched_at`) and
+    none is in flight (sent and pending, or processing), e.g. every task of
+    the window was lost after storing its result but before sending the
+    next."""
+    waiting = Chunk.objects.filter(document=OuterRef("pk"), status=ChunkStatus.PENDING, dispatched_at__isnull=True)
+    in_flight = Chunk.objects.filter(document=OuterRef("pk")).filter(
+        Q(status=ChunkStatus.PROCESSING) | Q(status=ChunkStatus.PENDING, dispatched_at__isnull=False)
+    )
+    stalled = (
+        indexing.filter(parsing_finished_at__isnull=False)
+        .filter(Exists(waiting))
+        .exclude(Exists(in_flight))
+        .values_list("id", flat=True)[:limit]
+    )
+    window = settings.MIRAGE_DISPATCH_WINDOW
+    restarted = []
+    for document_id in stalled:
+        ids = Chunk.objects.filter(
+            document_id=document_id, status=ChunkStatus.PENDING, dispatched_at__isnull=True
+        ).order_by("position").values_list("id", flat=True)[:window]
+        restarted.extend((chunk_id, document_id) for chunk_id in ids)
+    return restarted
+
+
+def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, restarted, max_attempts: int) -> None:
     """One history row per document and kind of repair."""
     by_kind = {
         "re-sent {} stranded by a dead worker (lease expired)": Counter(doc_id for _, doc_id in retry),
@@ -120,6 +149,7 @@ def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, max_
         "re-sent {} that no worker took within a lease of being sent (message lost or queue backlog)": Counter(
             doc_id for _, doc_id in unclaimed
         ),
+        "sent the next {} of a window whose tasks were all lost": Counter(doc_id for _, doc_id in restarted),
     }
     for template, per_document in by_kind.items():
         for document_id, count in per_document.items():

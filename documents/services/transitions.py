@@ -209,7 +209,8 @@ RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_
           (SELECT e.embedding::text FROM documents_embeddingcacheentry e
             WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256),
           (SELECT e.truncated FROM documents_embeddingcacheentry e
-            WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256)
+            WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256),
+          COALESCE((SELECT j.priority FROM jobs_job j WHERE j.id = d.current_job_id), 'normal')
 """
 
 

@@ -91,6 +91,7 @@ def document_submit(
     filename: str,
     metadata: dict | None = None,
     parent_job: Job | None = None,
+    priority: str = Job.Priority.NORMAL,
     actor: str = history.SYSTEM,
 ) -> Submission:
     """Store a file and queue its indexing.
@@ -126,6 +127,7 @@ def document_submit(
                 project_id=project.id,
                 subject_id=document.id,
                 parent=parent_job,
+                priority=priority,
                 metadata={"filename": filename},
                 actor=actor,
             )
@@ -134,7 +136,7 @@ def document_submit(
             document_record_created(document=document, actor=actor)
             history.audit_record(project_id=project.id, actor=actor, action="document.uploaded",
                                  target=f"document {document.id} {filename}", document_id=document.id,
-                                 size_bytes=size, sha256=sha256, file_type=file_type)
+                                 size_bytes=size, sha256=sha256, file_type=file_type, priority=priority)
             transaction.on_commit(lambda: events.publish_document(document))
     except IntegrityError:
         # The same bytes arrived concurrently and the other upload won.

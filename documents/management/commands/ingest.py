@@ -47,6 +47,8 @@ class Command(BaseCommand):
         parser.add_argument("--embedder", help="embedder for a new project (default: MIRAGE_EMBEDDER)")
         parser.add_argument("--wait", action="store_true", help="show progress until every document is final")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
+        parser.add_argument("--priority", choices=Job.Priority.values, default=Job.Priority.NORMAL,
+                            help="high work is indexed before waiting normal work, low after it (default normal)")
 
     def handle(self, *args, **options):
         project = Project.objects.filter(name=options["project"]).first()
@@ -61,7 +63,8 @@ class Command(BaseCommand):
         for path in _files(options["paths"]):
             try:
                 with open(path, "rb") as handle:
-                    submission = services.document_submit(project=project, source=handle, filename=path.name)
+                    submission = services.document_submit(project=project, source=handle, filename=path.name,
+                                                          priority=options["priority"])
             except (services.UploadRejected, ParseError) as exc:
                 refused += 1
                 self.stdout.write(self.style.WARNING(f"refused {path}: {exc}"))
