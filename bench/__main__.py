@@ -19,6 +19,7 @@ ROWS = {
     5: ("reconcilers", "reconciler tick, 100k finished documents vs empty"),
     6: ("reindex", "reindex of an unchanged document"),
     7: ("memory", "parse memory and bulk insert rate"),
+    8: ("fairness", "fair share across projects, and priority (rows 8 and 9)"),
 }
 
 

@@ -10,6 +10,7 @@ pause at its next claim, without a cache to expire). Work already running
 `jobs` and `documents` both read pauses by project id, so this module knows
 nothing of either.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -93,11 +94,8 @@ def pauses_in_force() -> PausesInForce:
 
 def pause_for_project(project_id: int | None) -> Pause | None:
     """The pause holding this project's work, if any (the deployment's first)."""
-    return (
-        Pause.objects.filter(resumed_at__isnull=True)
-        .filter(project_id__isnull=True)
-        .first()
-        or (pause_of(project_id=project_id) if project_id is not None else None)
+    return Pause.objects.filter(resumed_at__isnull=True).filter(project_id__isnull=True).first() or (
+        pause_of(project_id=project_id) if project_id is not None else None
     )
 
 

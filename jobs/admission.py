@@ -13,6 +13,7 @@ Jobs of a paused project (or of a paused deployment) are not admitted; they
 stay `pending` until the pause ends. One statement, no per-project queue:
 thousands of projects cost one window function over the pending jobs.
 """
+
 from __future__ import annotations
 
 from django.db import connection

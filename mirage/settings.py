@@ -212,6 +212,12 @@ CELERY_DB_REUSE_MAX = 1_000_000_000
 # worker.
 MIRAGE_PARSE_TIME_LIMIT_SECONDS = env.int("MIRAGE_PARSE_TIME_LIMIT_SECONDS", default=1800)
 MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", default=300)
+# Budgets of one parse (documents.parsers.budgets): the address space of the
+# child process that parses (0: parse in the worker, unlimited), pages (or
+# chapters, slides) and chunks per document (0: unlimited).
+MIRAGE_PARSE_MEMORY_MB = env.int("MIRAGE_PARSE_MEMORY_MB", default=1024)
+MIRAGE_MAX_PAGES = env.int("MIRAGE_MAX_PAGES", default=2000)
+MIRAGE_MAX_CHUNKS_PER_DOCUMENT = env.int("MIRAGE_MAX_CHUNKS_PER_DOCUMENT", default=50000)
 # Embed tasks each indexing document keeps in the broker at most; the next
 # is sent as one finishes (fair share across documents and projects).
 MIRAGE_DISPATCH_WINDOW = env.int("MIRAGE_DISPATCH_WINDOW", default=64)

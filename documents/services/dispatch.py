@@ -12,6 +12,7 @@ and projects without a queue per project. Priorities (`high`, `normal`,
 `low`) go to the broker as message priorities (Redis transport
 `priority_steps`), so a high-priority run's tasks are taken first.
 """
+
 from __future__ import annotations
 
 import uuid

@@ -22,7 +22,8 @@ from documents import jobkinds
 from documents.chunking import ChunkDraft, chunk_sections
 from documents.embeddings.base import EmbeddingError
 from documents.models import Chunk, Document
-from documents.parsers import ParsedDocument, ParseError, parse_file
+from documents.parsers import ParsedDocument, ParseError
+from documents.parsers.budgets import BudgetExceeded, ParseBudget, parse_file_within
 from documents.services.dispatch import dispatch_chord
 from documents.services.finishing import document_finalize
 from documents.services.pausing import parse_defer_if_paused
@@ -130,7 +131,7 @@ def _parse_lazily(document: Document) -> tuple[ParsedDocument, Iterator[ChunkDra
     _ParseFailed."""
     try:
         provider = project_embedder(document.project)
-        parsed = parse_file(Path(document.file.path), document.filename)
+        parsed = parse_file_within(Path(document.file.path), document.filename, budget=parse_budget())
     except Exception as exc:
         raise _parse_failure(exc, document_id=document.id) from exc
     drafts = chunk_sections(
@@ -142,11 +143,26 @@ def _parse_lazily(document: Document) -> tuple[ParsedDocument, Iterator[ChunkDra
     return parsed, _reading_failures_reported(drafts, document_id=document.id)
 
 
+def parse_budget() -> ParseBudget:
+    """The parse budgets from settings (documents.parsers.budgets)."""
+    return ParseBudget(
+        memory_mb=settings.MIRAGE_PARSE_MEMORY_MB,
+        time_limit_seconds=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS,
+        max_pages=settings.MIRAGE_MAX_PAGES,
+    )
+
+
 def _reading_failures_reported(drafts: Iterator[ChunkDraft], *, document_id: int) -> Iterator[ChunkDraft]:
     # Only the parser's and the chunker's errors pass through here: those of
     # the code storing the drafts (the database's) are not the file's.
+    limit = settings.MIRAGE_MAX_CHUNKS_PER_DOCUMENT
     try:
-        yield from drafts
+        for count, draft in enumerate(drafts, start=1):
+            if limit and count > limit:
+                raise BudgetExceeded(
+                    f"makes more than {limit} chunks (MIRAGE_MAX_CHUNKS_PER_DOCUMENT is {limit})", budget="chunks"
+                )
+            yield draft
     except Exception as exc:
         raise _parse_failure(exc, document_id=document_id) from exc
 
@@ -154,6 +170,8 @@ def _reading_failures_reported(drafts: Iterator[ChunkDraft], *, document_id: int
 def _parse_failure(exc: Exception, *, document_id: int) -> _ParseFailed:
     """How a failure to read the file is reported: any parser crash is the
     file's error, in words."""
+    if isinstance(exc, BudgetExceeded):
+        return _ParseFailed(exc.error_type, str(exc))
     if isinstance(exc, (ParseError, EmbeddingError)):
         return _ParseFailed("parse_error", str(exc))
     if isinstance(exc, FileNotFoundError):

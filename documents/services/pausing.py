@@ -18,6 +18,7 @@ Resuming sends again what the pause held: the deferred parses, and for each
 services.dispatch), whose callback finalises it. A chunk whose old task is still queued is claimed by one task
 only (the claim is a conditional UPDATE), so nothing is embedded twice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,9 @@ def parse_defer_if_paused(*, job: Job, document: Document) -> bool:
     Job.objects.filter(id=job.id).update(
         metadata={**job.metadata, PARSE_DEFERRED: True}, progress_message=f"paused: {pause.reason}"[:255]
     )
-    document_record_repair(document_id=document.id, actor=history.WORKER,
-                           reason=f"parse deferred: {pauses.pause_words(pause)}")
+    document_record_repair(
+        document_id=document.id, actor=history.WORKER, reason=f"parse deferred: {pauses.pause_words(pause)}"
+    )
     logger.info("document %s: parse deferred (paused)", document.id)
     return True
 
@@ -113,34 +115,63 @@ def _record(*, project_ids: list[int] | None, actor: str, paused: bool, reason: 
     projects = Project.objects.all() if project_ids is None else Project.objects.filter(id__in=project_ids)
     ids = list(projects.values_list("id", flat=True))
     for project_id in ids:
-        history.audit_record(project_id=project_id, actor=actor, action=action,
-                             target=f"{scope} {project_id if pause.project_id else ''}".strip(), reason=reason,
-                             pause_id=pause.id, pause_reason=pause.reason)
+        history.audit_record(
+            project_id=project_id,
+            actor=actor,
+            action=action,
+            target=f"{scope} {project_id if pause.project_id else ''}".strip(),
+            reason=reason,
+            pause_id=pause.id,
+            pause_reason=pause.reason,
+        )
     documents = Document.objects.filter(status__in=Document.ACTIVE_STATUSES)
     jobs = Job.objects.filter(status__in=Job.ACTIVE_STATUSES, kind__in=jobkinds.DOCUMENT_KINDS)
     if project_ids is not None:
         documents = documents.filter(project_id__in=project_ids)
         jobs = jobs.filter(project_id__in=project_ids)
     rows = [
-        StatusChange(entity="document", entity_id=doc_id, project_id=project_id, from_status=status,
-                     to_status=status, actor=actor[:64], reason=f"{scope} {words}", job_id=job_id)
-        for doc_id, project_id, status, job_id in documents.values_list("id", "project_id", "status",
-                                                                        "current_job_id")
+        StatusChange(
+            entity="document",
+            entity_id=doc_id,
+            project_id=project_id,
+            from_status=status,
+            to_status=status,
+            actor=actor[:64],
+            reason=f"{scope} {words}",
+            job_id=job_id,
+        )
+        for doc_id, project_id, status, job_id in documents.values_list("id", "project_id", "status", "current_job_id")
     ] + [
-        StatusChange(entity="job", entity_id=job_id, project_id=project_id, from_status=status, to_status=status,
-                     actor=actor[:64], reason=f"{scope} {words}", job_id=job_id)
+        StatusChange(
+            entity="job",
+            entity_id=job_id,
+            project_id=project_id,
+            from_status=status,
+            to_status=status,
+            actor=actor[:64],
+            reason=f"{scope} {words}",
+            job_id=job_id,
+        )
         for job_id, project_id, status in jobs.values_list("id", "project_id", "status")
     ]
     StatusChange.objects.bulk_create(rows, batch_size=1000)
     if paused:
         jobs.update(progress_message=f"paused: {pause.reason}"[:255], updated_at=timezone.now())
-    data = {"paused": paused, "scope": scope, "reason": pause.reason, "by": actor,
-            "paused_at": pause.paused_at.isoformat(),
-            "resumed_at": pause.resumed_at.isoformat() if pause.resumed_at else None}
+    data = {
+        "paused": paused,
+        "scope": scope,
+        "reason": pause.reason,
+        "by": actor,
+        "paused_at": pause.paused_at.isoformat(),
+        "resumed_at": pause.resumed_at.isoformat() if pause.resumed_at else None,
+    }
     transaction.on_commit(
         lambda: [
-            common_events.publish(project_id=project_id, event=f"project.{'paused' if paused else 'resumed'}",
-                                  data={"project_id": project_id, **data})
+            common_events.publish(
+                project_id=project_id,
+                event=f"project.{'paused' if paused else 'resumed'}",
+                data={"project_id": project_id, **data},
+            )
             for project_id in ids
         ]
     )

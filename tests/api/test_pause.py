@@ -1,5 +1,6 @@
 """The pause and resume endpoints: who may call them, what they answer, and
 how paused work shows in the other answers."""
+
 import pytest
 
 from common.models import AuditEntry
@@ -15,7 +16,10 @@ def test_a_member_pauses_and_resumes_a_project_and_every_answer_says_so(api, use
     assert response.status_code == 200
     body = response.json()
     assert (body["scope"], body["project_id"], body["reason"], body["paused_by"]) == (
-        "project", project.id, "provider quota", f"user:{user.pk}"
+        "project",
+        project.id,
+        "provider quota",
+        f"user:{user.pk}",
     )
     assert body["resumed_at"] is None
 

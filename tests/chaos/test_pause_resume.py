@@ -2,6 +2,7 @@
 call 5 s after the pause, stays paused across a restart of every worker and
 of beat, and on resume ends with every document `ready` and no chunk
 embedded twice."""
+
 from __future__ import annotations
 
 import signal
@@ -77,6 +78,11 @@ def test_paused_project_makes_no_call_after_5_seconds_survives_a_restart_and_res
     assert len(embedded) == Chunk.objects.filter(document__project__name="held").count()
     assert [text for text, count in embedded.items() if count > 1] == []
     assert not Chunk.objects.filter(document__project__name="held", attempts__gt=1).exists()
-    figures.record("pause and resume", chunks=total, embedded_before_pause_settled=embedded_while_paused,
-                   last_provider_call_after_pause_seconds=round(last_call, 2), calls_after_5_seconds=len(late),
-                   seconds_from_resume_to_all_ready=round(resumed_for, 1))
+    figures.record(
+        "pause and resume",
+        chunks=total,
+        embedded_before_pause_settled=embedded_while_paused,
+        last_provider_call_after_pause_seconds=round(last_call, 2),
+        calls_after_5_seconds=len(late),
+        seconds_from_resume_to_all_ready=round(resumed_for, 1),
+    )

@@ -2,6 +2,7 @@
 MIRAGE_DISPATCH_WINDOW tasks in the broker, each finished task sends the
 next, the run always ends, and a broken window is restarted by the
 reconciler."""
+
 import pytest
 from celery.signals import before_task_publish
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -36,8 +37,9 @@ def test_a_run_sends_a_window_then_one_task_per_finished_chunk_and_always_finali
     Job.objects.filter(id=job.id).update(priority="high")
     ids = list(Chunk.objects.filter(document=document).order_by("position").values_list("id", flat=True))
 
-    services.dispatch_chord(chunk_ids=ids, document_id=document.id, generation=document.generation,
-                            chord_id="chord-1", priority="high")
+    services.dispatch_chord(
+        chunk_ids=ids, document_id=document.id, generation=document.generation, chord_id="chord-1", priority="high"
+    )
     assert embed_tasks(published) == [(chunk_id, 0) for chunk_id in ids[:3]]
     assert Chunk.objects.filter(id__in=ids[3:], dispatched_at__isnull=True).count() == 5
 
@@ -75,13 +77,17 @@ def test_priority_is_taken_on_upload_reindex_and_retry(client, django_user_model
     api = APIClient()
     api.force_authenticate(user)
     project = make_project(members=[user])
-    response = api.post(f"/api/v1/projects/{project.id}/documents/",
-                        {"file": SimpleUploadedFile("urgent.md", markdown_document()), "priority": "high"},
-                        format="multipart")
+    response = api.post(
+        f"/api/v1/projects/{project.id}/documents/",
+        {"file": SimpleUploadedFile("urgent.md", markdown_document()), "priority": "high"},
+        format="multipart",
+    )
     assert response.status_code == 201 and response.json()["current_job"]["priority"] == "high"
-    bad = api.post(f"/api/v1/projects/{project.id}/documents/",
-                   {"file": SimpleUploadedFile("x.md", markdown_document(4)), "priority": "urgent"},
-                   format="multipart")
+    bad = api.post(
+        f"/api/v1/projects/{project.id}/documents/",
+        {"file": SimpleUploadedFile("x.md", markdown_document(4)), "priority": "urgent"},
+        format="multipart",
+    )
     assert bad.status_code == 400 and "priority" in bad.json()
 
     document = Document.objects.get(id=response.json()["id"])

@@ -1,5 +1,6 @@
 """Pause and resume at the level of the services: what a pause stops, what
 the reconcilers and timeouts leave alone, and what resume sends again."""
+
 from datetime import timedelta
 
 import pytest
@@ -92,8 +93,9 @@ def test_pause_and_resume_are_in_the_audit_log_and_the_history_of_active_work():
     actions = list(AuditEntry.objects.filter(project_id=document.project_id).values_list("action", "actor"))
     assert ("project.paused", OPERATOR) in actions and ("project.resumed", OPERATOR) in actions
     reasons = list(
-        StatusChange.objects.filter(entity="document", entity_id=document.id, actor=OPERATOR)
-        .values_list("from_status", "to_status", "reason")
+        StatusChange.objects.filter(entity="document", entity_id=document.id, actor=OPERATOR).values_list(
+            "from_status", "to_status", "reason"
+        )
     )
     assert ("indexing", "indexing", "project paused: quota") in reasons
     assert any(reason.startswith("project resumed: quota raised (paused") for _, _, reason in reasons)

@@ -1,6 +1,7 @@
 """Admission order: priority first, then fair share across projects (round
 robin), then age; paused projects wait. Tested on kinds of the job platform's
 own, like tests/jobs/test_job_services.py."""
+
 import pytest
 
 from common import pauses
@@ -15,8 +16,9 @@ KIND = "test_admitted"
 @pytest.fixture
 def started(monkeypatch, settings):
     runs: list[int] = []
-    monkeypatch.setitem(registry._handlers, KIND,
-                        registry.JobKindHandler(label=KIND, run=lambda job: runs.append(job.id)))
+    monkeypatch.setitem(
+        registry._handlers, KIND, registry.JobKindHandler(label=KIND, run=lambda job: runs.append(job.id))
+    )
     return runs
 
 
@@ -36,13 +38,15 @@ def test_a_project_with_nothing_running_is_served_before_a_projects_backlog(star
 
     assert services.jobs_admit_pending() == [backlog[0].id, late.id]
     # Project 2's job ends: project 1 has one running, project 3 none.
-    services.job_transition(job_id=late.id, from_statuses="running", to="completed", actor="system",
-                            progress_percentage=100)
+    services.job_transition(
+        job_id=late.id, from_statuses="running", to="completed", actor="system", progress_percentage=100
+    )
     newcomer = queue(project_id=3)
     assert services.jobs_admit_pending() == [newcomer.id]
     # Project 1's job ends: it has none running now, project 3 one.
-    services.job_transition(job_id=backlog[0].id, from_statuses="running", to="completed", actor="system",
-                            progress_percentage=100)
+    services.job_transition(
+        job_id=backlog[0].id, from_statuses="running", to="completed", actor="system", progress_percentage=100
+    )
     assert services.jobs_admit_pending() == [backlog[1].id]
 
 
@@ -56,8 +60,9 @@ def test_high_priority_overtakes_waiting_normal_and_low_work(started, settings):
     for _ in range(5):
         (admitted,) = services.jobs_admit_pending()
         order.append(admitted)
-        services.job_transition(job_id=admitted, from_statuses="running", to="completed", actor="system",
-                                progress_percentage=100)
+        services.job_transition(
+            job_id=admitted, from_statuses="running", to="completed", actor="system", progress_percentage=100
+        )
     assert order == [high.id, *(job.id for job in normal), low.id]
 
 

@@ -1,4 +1,5 @@
 """python manage.py pause (--project NAME | --all) --reason WORDS"""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
@@ -34,8 +35,7 @@ class Command(BaseCommand):
             if options["all"]:
                 pause = services.deployment_pause(reason=reason, actor=OPERATOR)
             else:
-                pause = services.project_pause(project=project_named(options["project"]), reason=reason,
-                                               actor=OPERATOR)
+                pause = services.project_pause(project=project_named(options["project"]), reason=reason, actor=OPERATOR)
         except pauses.AlreadyPaused as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"paused: {pauses.pause_words(pause)}")

@@ -1,4 +1,5 @@
 """python manage.py resume (--project NAME | --all) [--reason WORDS]"""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
@@ -22,8 +23,9 @@ class Command(BaseCommand):
             if options["all"]:
                 pause = services.deployment_resume(actor=OPERATOR, reason=options["reason"])
             else:
-                pause = services.project_resume(project=project_named(options["project"]), actor=OPERATOR,
-                                                reason=options["reason"])
+                pause = services.project_resume(
+                    project=project_named(options["project"]), actor=OPERATOR, reason=options["reason"]
+                )
         except pauses.NotPaused as exc:
             raise CommandError(str(exc)) from None
         scope = f"project {pause.project_id}" if pause.project_id is not None else "the deployment"
