@@ -88,11 +88,13 @@ def parse_file_within(path: Path, filename: str, *, budget: ParseBudget) -> Pars
         parsed.sections = _pages_counted(parsed.sections, budget)
         return parsed
     child = _ChildParse(path=Path(path), filename=filename, budget=budget)
-    header = child.header()
-    metadata = header.get("metadata") or {}
     try:
+        header = child.header()
+        metadata = header.get("metadata") or {}
         check_pages(budget, int(metadata.get("page_count") or 0))
-    except BudgetExceeded:
+    except BaseException:
+        # A budget, a parse error, or the task's time limit striking while
+        # the child opens the file: the child goes with it.
         child.stop()
         raise
     parsed = ParsedDocument(
