@@ -49,7 +49,8 @@ def test_a_small_upload_in_another_project_and_a_high_upload_finish_while_a_back
     start_pipeline(stack)
 
     stack.manage("ingest", str(big), "--project", "fair-a", "--embedder", "hash")
-    stack.manage("ingest", str(tmp_path / "a"), "--project", "fair-a")
+    # 200 uploads through one command: generous on a loaded machine.
+    stack.manage("ingest", str(tmp_path / "a"), "--project", "fair-a", timeout=1800)
     wait_until(
         lambda: Chunk.objects.filter(document__filename="big.md", status="ready").exists(),
         timeout=600,
