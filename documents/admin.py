@@ -40,6 +40,7 @@ from jobs import registry
 from jobs import services as job_services
 
 CHUNKS_PER_PAGE = 50
+QUOTA_FIELDS = ("max_documents", "max_chunks", "max_upload_mb_total")
 CHUNK_EXCERPT_CHARS = 160
 
 admin.site.site_header = "Mirage administration"
@@ -120,7 +121,8 @@ class ProjectAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj=None):
         if obj is None:
             return ["name", "embedder", "members"]
-        return ["name", "members", "embedder", "embedding_model", "embedding_dimensions", "created_at"]
+        return ["name", "members", "max_documents", "max_chunks", "max_upload_mb_total", "embedder",
+                "embedding_model", "embedding_dimensions", "created_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         # Every vector of a project comes from the model pinned at creation;
@@ -132,6 +134,10 @@ class ProjectAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            quotas = {name: form.cleaned_data.get(name) for name in QUOTA_FIELDS if name in form.changed_data}
+            if quotas:
+                history.audit_record(project_id=obj.id, actor=history.operator_actor(request.user),
+                                     action="project.quotas", target=f"project {obj.name}", **quotas)
             return
         project = services.project_create(
             name=form.cleaned_data["name"],

@@ -44,7 +44,7 @@ class ProjectSerializer(serializers.ModelSerializer):
     class Meta:
         model = Project
         fields = ["id", "name", "embedder", "embedding_model", "embedding_dimensions", "created_at", "paused",
-                  "paused_reason"]
+                  "paused_reason", "max_documents", "max_chunks", "max_upload_mb_total"]
         read_only_fields = fields
 
     def get_paused(self, project) -> bool:

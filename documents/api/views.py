@@ -104,6 +104,7 @@ class ProjectDocumentsApi(PaginatedApiMixin, APIView):
             201: s.DocumentSerializer,
             200: OpenApiResponse(s.DocumentSerializer, description="The project already holds these bytes."),
             **error_responses(400, 401, 404, 413),
+            409: OpenApiResponse(ErrorSerializer, description="The project is at a quota; `detail` names it."),
             415: OpenApiResponse(
                 s.UnsupportedFileTypeSerializer,
                 description="The content is not a supported format, whatever its name says, "
@@ -131,6 +132,8 @@ class ProjectDocumentsApi(PaginatedApiMixin, APIView):
             )
         except services.UploadTooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
+        except services.QuotaExceeded as exc:
+            raise Conflict(str(exc)) from None
         except services.EmptyUpload as exc:
             raise exceptions.ValidationError({"file": [str(exc)]}) from None
         except UnsupportedFileType as exc:

@@ -56,6 +56,7 @@ from documents.services.transitions import (
 )
 from documents.services.uploads import (
     EmptyUpload,
+    QuotaExceeded,
     Submission,
     UploadRejected,
     UploadTooLarge,
@@ -72,6 +73,7 @@ __all__ = [
     "EmptyUpload",
     "IllegalTransition",
     "NothingToRetry",
+    "QuotaExceeded",
     "Submission",
     "UploadRejected",
     "UploadTooLarge",
