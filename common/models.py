@@ -64,3 +64,41 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
+
+
+class Pause(models.Model):
+    """An operator's pause of one project's work (`project_id`) or of the
+    whole deployment (`project_id` empty). A pause is in force while
+    `resumed_at` is empty; the rows stay afterwards as the record of who
+    paused what, why, and for how long.
+
+    Paused work keeps its statuses (a job stays `pending` or `running`, a
+    document `pending` or `indexing`): nothing new starts for it, and the
+    API, events, admin and `docstatus` say `paused` with the reason."""
+
+    project_id = models.BigIntegerField(null=True, blank=True)
+    reason = models.TextField()
+    paused_by = models.CharField(max_length=64)
+    paused_at = models.DateTimeField(auto_now_add=True)
+    resumed_by = models.CharField(max_length=64, blank=True, default="")
+    resumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-paused_at", "-id"]
+        constraints = [
+            # At most one pause in force per project, and one for the deployment.
+            models.UniqueConstraint(
+                fields=["project_id"],
+                condition=Q(resumed_at__isnull=True),
+                nulls_distinct=False,
+                name="pause_one_in_force_per_scope",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project_id"], name="pause_in_force_idx", condition=Q(resumed_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        scope = f"project {self.project_id}" if self.project_id is not None else "deployment"
+        state = "in force" if self.resumed_at is None else f"resumed {self.resumed_at:%Y-%m-%d %H:%M:%S}"
+        return f"pause of {scope} ({state}): {self.reason}"

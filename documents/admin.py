@@ -20,7 +20,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from common import history
+from common import history, pauses
 from common.admin_widgets import (
     EMPTY,
     LIVE_MEDIA_CSS,
@@ -36,6 +36,7 @@ from common.admin_widgets import (
     register_project_name_expression,
     short_text,
 )
+from common.models import Pause
 from documents import admin_views, selectors, services
 from documents.embeddings import EmbeddingError, get_embedder
 from documents.models import Chunk, Document, Project
@@ -43,6 +44,7 @@ from jobs import registry
 from jobs import services as job_services
 
 CHUNKS_PER_PAGE = 50
+QUOTA_FIELDS = ("max_documents", "max_chunks", "max_upload_mb_total")
 CHUNK_EXCERPT_CHARS = 160
 # The list's error column: enough to tell one failure from another.
 ERROR_SUMMARY_CHARS = 70
@@ -97,9 +99,36 @@ class ProjectCreateForm(forms.ModelForm):
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "embedder", "embedding_model", "embedding_dimensions", "member_count",
-                    "document_count", "created_at"]
+                    "document_count", "paused_state", "created_at"]
     search_fields = ["name"]
     filter_horizontal = ["members"]
+    actions = ["pause_projects", "resume_projects"]
+
+    @admin.display(description="Paused")
+    def paused_state(self, project: Project) -> str:
+        return pauses.pause_words(pauses.pause_for_project(project.id)) or EMPTY
+
+    @admin.action(description="Pause the work of the selected projects", permissions=["change"])
+    def pause_projects(self, request: HttpRequest, queryset):
+        actor = history.operator_actor(request.user)
+        for project in queryset:
+            try:
+                services.project_pause(project=project, actor=actor, reason=f"paused in the admin by {request.user}")
+            except pauses.AlreadyPaused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(request, f"{project.name}: paused", messages.SUCCESS)
+
+    @admin.action(description="Resume the work of the selected projects", permissions=["change"])
+    def resume_projects(self, request: HttpRequest, queryset):
+        actor = history.operator_actor(request.user)
+        for project in queryset:
+            try:
+                services.project_resume(project=project, actor=actor, reason="resumed in the admin")
+            except pauses.NotPaused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(request, f"{project.name}: resumed", messages.SUCCESS)
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(
@@ -114,7 +143,8 @@ class ProjectAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj=None):
         if obj is None:
             return ["name", "embedder", "members"]
-        return ["name", "members", "embedder", "embedding_model", "embedding_dimensions", "created_at"]
+        return ["name", "members", "max_documents", "max_chunks", "max_upload_mb_total", "embedder",
+                "embedding_model", "embedding_dimensions", "created_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         # Every vector of a project comes from the model pinned at creation;
@@ -126,6 +156,10 @@ class ProjectAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            quotas = {name: form.cleaned_data.get(name) for name in QUOTA_FIELDS if name in form.changed_data}
+            if quotas:
+                history.audit_record(project_id=obj.id, actor=history.operator_actor(request.user),
+                                     action="project.quotas", target=f"project {obj.name}", **quotas)
             return
         project = services.project_create(
             name=form.cleaned_data["name"],
@@ -203,7 +237,8 @@ class DocumentAdmin(ReadOnlyModelAdmin):
     list_display_links = ["filename_with_type"]
     list_filter = ["status", "file_type", "project", HasFailedChunksFilter, StuckFilter]
     search_fields = ["filename"]
-    actions = ["retry_failed_chunks", "retry_failed_and_truncated_chunks", "reindex_documents", "cancel_documents"]
+    actions = ["retry_failed_chunks", "retry_failed_and_truncated_chunks", "retry_failed_chunks_high",
+               "reindex_documents", "reindex_documents_high", "cancel_documents"]
     fieldsets = [
         (None, {"fields": ["filename", "project", "file_type", "size", "status_badge", "progress_bar",
                            "error_message_live"]}),
@@ -401,6 +436,21 @@ class DocumentAdmin(ReadOnlyModelAdmin):
     def reindex_documents(self, request: HttpRequest, queryset):
         return self._start_for_each(request, queryset, services.document_reindex, "Queued a reindex of {documents}.")
 
+    @admin.action(description="Reindex at high priority", permissions=["operate"])
+    def reindex_documents_high(self, request: HttpRequest, queryset):
+        def start(**kwargs):
+            return services.document_reindex(priority="high", **kwargs)
+
+        return self._start_for_each(request, queryset, start, "Queued a high-priority reindex of {documents}.")
+
+    @admin.action(description="Retry failed chunks at high priority", permissions=["operate"])
+    def retry_failed_chunks_high(self, request: HttpRequest, queryset):
+        def start(**kwargs):
+            return services.document_retry_failed(priority="high", **kwargs)
+
+        return self._start_for_each(request, queryset, start,
+                                    "Queued a high-priority retry of failed chunks for {documents}.")
+
     @admin.action(description="Cancel current job", permissions=["operate"])
     def cancel_documents(self, request: HttpRequest, queryset):
         cancelled = 0
@@ -418,6 +468,89 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         if cancelled:
             self.message_user(request, f"Cancelled the jobs of {_plural(cancelled, 'document')}.", messages.SUCCESS)
         return self.action_response(request)
+
+
+# --- Pauses ---------------------------------------------------------------------------
+
+
+class PauseForm(forms.ModelForm):
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.all(), required=False,
+        help_text="Blank pauses the whole deployment.",
+    )
+
+    class Meta:
+        model = Pause
+        fields = ["reason"]
+
+    def clean(self):
+        cleaned = super().clean()
+        project = cleaned.get("project")
+        current = pauses.pause_of(project_id=project.id if project else None)
+        if current is not None:
+            raise ValidationError(f"already paused: {pauses.pause_words(current)}")
+        return cleaned
+
+
+@admin.register(Pause)
+class PauseAdmin(admin.ModelAdmin):
+    """Pauses in force and past ones. Adding one pauses a project (or the
+    deployment); the `Resume` action ends the selected ones. Past pauses are
+    the record and are never edited."""
+
+    form = PauseForm
+    list_display = ["scope", "reason", "paused_by", "paused_at", "resumed_by", "resumed_at"]
+    list_filter = [("resumed_at", admin.EmptyFieldListFilter)]
+    actions = ["resume_pauses"]
+
+    @admin.display(description="Scope")
+    def scope(self, pause: Pause) -> str:
+        if pause.project_id is None:
+            return "the deployment"
+        name = Project.objects.filter(id=pause.project_id).values_list("name", flat=True).first()
+        return f"project {name or pause.project_id}"
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        return ["project", "reason"] if obj is None else ["reason", "paused_by", "paused_at", "resumed_by",
+                                                          "resumed_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return [] if obj is None else ["reason", "paused_by", "paused_at", "resumed_by", "resumed_at"]
+
+    def save_model(self, request: HttpRequest, obj: Pause, form, change: bool) -> None:
+        actor = history.operator_actor(request.user)
+        project = form.cleaned_data.get("project")
+        try:
+            if project is None:
+                pause = services.deployment_pause(reason=form.cleaned_data["reason"], actor=actor)
+            else:
+                pause = services.project_pause(project=project, reason=form.cleaned_data["reason"], actor=actor)
+        except pauses.AlreadyPaused as exc:
+            raise ValidationError(str(exc)) from exc
+        obj.pk, obj.project_id, obj.paused_by, obj.paused_at = pause.pk, pause.project_id, pause.paused_by, pause.paused_at
+        obj._state.adding = False
+
+    @admin.action(description="Resume (end the selected pauses)", permissions=["change"])
+    def resume_pauses(self, request: HttpRequest, queryset):
+        actor = history.operator_actor(request.user)
+        for pause in queryset.filter(resumed_at__isnull=True):
+            try:
+                if pause.project_id is None:
+                    services.deployment_resume(actor=actor, reason="resumed in the admin")
+                else:
+                    project = Project.objects.get(id=pause.project_id)
+                    services.project_resume(project=project, actor=actor, reason="resumed in the admin")
+            except (pauses.NotPaused, Project.DoesNotExist) as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(request, f"resumed {self.scope(pause)}", messages.SUCCESS)
+
 
 # Webhooks and their deliveries register their own pages.
 from documents.webhooks import admin as webhooks_admin  # noqa: E402,F401

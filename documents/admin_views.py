@@ -190,6 +190,8 @@ def document_progress(request: HttpRequest, *, model_admin) -> JsonResponse:
 class UploadForm(forms.Form):
     project = forms.ModelChoiceField(queryset=Project.objects.all())
     file = forms.FileField(help_text="Markdown, PDF, EPUB, HTML or plain text.")
+    priority = forms.ChoiceField(choices=Job.Priority.choices, initial=Job.Priority.NORMAL, required=False,
+                                 help_text="High-priority work is indexed before waiting normal work.")
 
 
 def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
@@ -202,6 +204,7 @@ def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
         try:
             submission = services.document_submit(
                 project=form.cleaned_data["project"], source=upload, filename=upload.name,
+                priority=form.cleaned_data["priority"] or Job.Priority.NORMAL,
                 actor=history.operator_actor(request.user),
             )
         except (services.UploadRejected, UnsupportedFileType) as exc:

@@ -62,18 +62,23 @@ def validate_import_path(raw: str) -> Path:
     return resolved
 
 
-def import_start(*, project: Project, path: str, actor: str = history.SYSTEM) -> Job:
+def import_start(
+    *, project: Project, path: str, actor: str = history.SYSTEM, priority: str = Job.Priority.NORMAL
+) -> Job:
+    """Queue the import of a directory; every file becomes a document whose
+    index job has the import's `priority`."""
     directory = validate_import_path(path)
     with transaction.atomic():
         job = job_services.job_create(
             kind=jobkinds.IMPORT_DIRECTORY,
             project_id=project.id,
             metadata={"path": str(directory), "actor": actor},
+            priority=priority,
             progress_message=f"waiting to scan {directory}",
             actor=actor,
         )
         history.audit_record(project_id=project.id, actor=actor, action="directory.import",
-                             target=str(directory), job_id=job.id)
+                             target=str(directory), job_id=job.id, priority=priority)
     return job
 
 
@@ -112,6 +117,7 @@ def import_run(*, job_id: int) -> None:
             with open(resolved, "rb") as handle:
                 services.document_submit(project=project, source=handle, filename=path.name,
                                          metadata={"import_path": relative}, parent_job=job,
+                                         priority=job.priority,
                                          actor=job.metadata.get("actor", history.SYSTEM))
         except (services.UploadRejected, ParseError, OSError) as exc:
             skipped.append({"path": relative, "reason": str(exc)})

@@ -25,6 +25,11 @@ class Project(models.Model):
     embedder = models.CharField(max_length=255)
     embedding_model = models.CharField(max_length=255)
     embedding_dimensions = models.PositiveIntegerField()
+    # Optional quotas an operator sets (empty: no limit); an upload past one
+    # is refused (services.uploads.QuotaExceeded).
+    max_documents = models.PositiveIntegerField(null=True, blank=True)
+    max_chunks = models.PositiveIntegerField(null=True, blank=True)
+    max_upload_mb_total = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

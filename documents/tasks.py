@@ -36,7 +36,7 @@ def retry_chunks(self, document_id: int, job_id: int) -> None:
 def embed_chunk(self, chunk_id: int) -> str:
     """Returns the chunk's status in one word (the chord callback receives
     every header's return value, so it stays tiny)."""
-    outcome = services.chunk_embed(chunk_id=chunk_id)
+    outcome = services.chunk_embed(chunk_id=chunk_id, chord=self.request.chord, group_id=self.request.group)
     if outcome.retry_in is not None:
         # Countdowns stay far below the broker's visibility timeout.
         raise self.retry(countdown=outcome.retry_in, max_retries=None)

@@ -88,12 +88,13 @@ class JobAdmin(ReadOnlyModelAdmin):
         "subject",
         "project_name",
         "status_badge",
+        "priority",
         "progress_with_message",
         "counters_live",
         "times_live",
     ]
     list_display_links = ["id", "kind_label"]
-    list_filter = ["status", KindFilter]
+    list_filter = ["status", "priority", KindFilter]
     search_fields = ["error_type", "error_message", "progress_message"]
     actions = ["cancel_jobs"]
     fieldsets = [

@@ -16,6 +16,11 @@ class Job(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Priority(models.TextChoices):
+        HIGH = "high", "High"
+        NORMAL = "normal", "Normal"
+        LOW = "low", "Low"
+
     ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
     FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
@@ -24,6 +29,8 @@ class Job(models.Model):
     kind = models.CharField(max_length=32)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     project_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # High-priority work is admitted, and its chunks embedded, before waiting normal work.
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     subject_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     # Jobs of an import are children of the import job.
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
@@ -59,6 +66,7 @@ class Job(models.Model):
                 condition=Q(status__in=["pending", "running", "completed", "failed", "cancelled"]),
                 name="job_status_valid",
             ),
+            models.CheckConstraint(condition=Q(priority__in=["high", "normal", "low"]), name="job_priority_valid"),
             models.CheckConstraint(
                 condition=Q(progress_percentage__gte=0) & Q(progress_percentage__lte=100),
                 name="job_progress_percentage_range",

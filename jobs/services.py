@@ -21,7 +21,7 @@ from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 from common import history, signals
-from jobs import events, registry
+from jobs import admission, events, registry
 from jobs.models import Job
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def job_create(
     subject_id: int | None = None,
     metadata: dict | None = None,
     parent: Job | None = None,
+    priority: str = Job.Priority.NORMAL,
     progress_message: str = "waiting for a free indexing slot",
     actor: str = history.SYSTEM,
     reason: str = "",
@@ -112,6 +113,7 @@ def job_create(
         subject_id=subject_id,
         metadata=metadata or {},
         parent=parent,
+        priority=priority,
         progress_message=progress_message,
     )
     history.status_change_record(
@@ -137,9 +139,10 @@ def jobs_admit_pending() -> list[int]:
         limited = registry.limited_kinds()
         running = Job.objects.filter(status=Status.RUNNING, kind__in=limited).count()
         free = max(0, settings.MIRAGE_MAX_CONCURRENT_INDEXING_JOBS - running)
-        candidates = list(
-            Job.objects.filter(status=Status.PENDING, kind__in=limited).order_by("created_at", "id")[:free]
-        ) + list(Job.objects.filter(status=Status.PENDING).exclude(kind__in=limited).order_by("created_at", "id"))
+        # Priority, then fair share across projects; paused projects wait (jobs.admission).
+        order = admission.admission_candidates(limited_kinds=limited, free=free)
+        by_id = Job.objects.in_bulk(order)
+        candidates = [by_id[job_id] for job_id in order]
         now = timezone.now()
         for job in candidates:
             if job_transition(job_id=job.id, from_statuses=Status.PENDING, to=Status.RUNNING,
@@ -301,12 +304,13 @@ def job_rollup(*, parent_id: int) -> None:
 
 
 def jobs_fail_timed_out(*, now=None) -> list[int]:
-    """Fail running jobs older than MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS."""
+    """Fail running jobs older than MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS (time
+    spent paused does not count)."""
     now = now or timezone.now()
     limit = settings.MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS
     cutoff = now - timedelta(seconds=limit)
     failed = []
-    for job in Job.objects.filter(status=Status.RUNNING, started_at__lt=cutoff):
+    for job in Job.objects.filter(id__in=admission.timed_out_candidates(cutoff=cutoff)):
         with transaction.atomic():
             job = Job.objects.select_for_update().get(id=job.id)
             if job.status != Status.RUNNING:

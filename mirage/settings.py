@@ -314,6 +314,17 @@ CELERY_DB_REUSE_MAX = 1_000_000_000
 # worker.
 MIRAGE_PARSE_TIME_LIMIT_SECONDS = env.int("MIRAGE_PARSE_TIME_LIMIT_SECONDS", default=1800)
 MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", default=300)
+# Budgets of one parse (documents.parsers.budgets): the address space of the
+# child process that parses (0: parse in the worker, unlimited), pages (or
+# chapters, slides) and chunks per document (0: unlimited).
+MIRAGE_PARSE_MEMORY_MB = env.int("MIRAGE_PARSE_MEMORY_MB", default=1024)
+MIRAGE_MAX_PAGES = env.int("MIRAGE_MAX_PAGES", default=2000)
+MIRAGE_MAX_CHUNKS_PER_DOCUMENT = env.int("MIRAGE_MAX_CHUNKS_PER_DOCUMENT", default=50000)
+# Embed tasks each indexing document keeps in the broker at most; the next
+# is sent as one finishes (fair share across documents and projects).
+MIRAGE_DISPATCH_WINDOW = env.int("MIRAGE_DISPATCH_WINDOW", default=64)
+# Tasks sent without a priority are `normal` (see the priority steps below).
+CELERY_TASK_DEFAULT_PRIORITY = 3
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("MIRAGE_VISIBILITY_TIMEOUT_SECONDS", default=3600),
     "global_keyprefix": MIRAGE_REDIS_PREFIX,
@@ -324,6 +335,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 5,
     "socket_connect_timeout": 3,
     "socket_keepalive": True,
+    # Message priorities on Redis: one list per step, 0 served first. Job
+    # priorities map to 0 (high), 3 (normal), 6 (low) (documents.services.dispatch).
+    "priority_steps": [0, 3, 6, 9],
+    "queue_order_strategy": "priority",
 }
 # Two more tries at most: a web process cut off from the broker answers an
 # upload within about 15 s instead of holding it for a minute.

@@ -1,14 +1,24 @@
 import json
+from typing import Literal
 
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
 from common.api import StrictSerializer
+from common.pauses import pause_state
 from documents import selectors
 from documents.models import Chunk, Document, Project
 from documents.search import MAX_CONTEXT, MAX_K, MODES, SearchFilters
 from jobs.api.serializers import JobSerializer
+from jobs.models import Job
+
+PRIORITY_HELP = "`high` work is admitted, and its chunks embedded, before waiting `normal` work; `low` after it."
+
+
+def priority_field():
+    return serializers.ChoiceField(choices=Job.Priority.choices, required=False, default=Job.Priority.NORMAL,
+                                   help_text=PRIORITY_HELP)
 
 # Providers a client may pin a project to. Dotted paths (arbitrary classes)
 # stay an operator's choice through MIRAGE_EMBEDDER, never a request's.
@@ -32,10 +42,20 @@ class ProjectInputSerializer(StrictSerializer):
 
 
 class ProjectSerializer(serializers.ModelSerializer):
+    paused = serializers.SerializerMethodField(help_text="The project, or the deployment, is paused.")
+    paused_reason = serializers.SerializerMethodField(help_text="Who paused it, when and why; empty when not paused.")
+
     class Meta:
         model = Project
-        fields = ["id", "name", "embedder", "embedding_model", "embedding_dimensions", "created_at"]
+        fields = ["id", "name", "embedder", "embedding_model", "embedding_dimensions", "created_at", "paused",
+                  "paused_reason", "max_documents", "max_chunks", "max_upload_mb_total"]
         read_only_fields = fields
+
+    def get_paused(self, project) -> bool:
+        return pause_state(self.context, project_id=project.id)[0]
+
+    def get_paused_reason(self, project) -> str:
+        return pause_state(self.context, project_id=project.id)[1]
 
 
 class ProjectDetailSerializer(ProjectSerializer):
@@ -52,6 +72,7 @@ class ProjectDetailSerializer(ProjectSerializer):
 class DocumentUploadSerializer(StrictSerializer):
     file = serializers.FileField(allow_empty_file=True)
     metadata = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+    priority = priority_field()
 
     def validate_metadata(self, value: str) -> dict:
         if not value:
@@ -103,7 +124,7 @@ class DocumentSerializer(serializers.ModelSerializer):
             "error_message", "metadata", "chunks_total", "chunks_processed", "chunk_counts",
             "progress_percentage", "queued_at", "waiting_seconds", "working_seconds", "queue_position",
             "eta_seconds", "created_at", "updated_at", "parsing_started_at",
-            "parsing_finished_at", "embedding_finished_at", "indexed_at", "current_job",
+            "parsing_finished_at", "embedding_finished_at", "indexed_at", "current_job", "paused", "paused_reason",
         ]
         read_only_fields = fields
 
@@ -127,6 +148,19 @@ class DocumentSerializer(serializers.ModelSerializer):
 
     def get_eta_seconds(self, document) -> float | None:
         return self._timing(document)["eta_seconds"]
+
+    paused = serializers.SerializerMethodField(
+        help_text="The document is pending or indexing and its project, or the deployment, is paused."
+    )
+    paused_reason = serializers.SerializerMethodField(help_text="Who paused it, when and why; empty when not paused.")
+
+    def get_paused(self, document) -> bool:
+        return pause_state(self.context, project_id=document.project_id,
+                           active=document.status in Document.ACTIVE_STATUSES)[0]
+
+    def get_paused_reason(self, document) -> str:
+        return pause_state(self.context, project_id=document.project_id,
+                           active=document.status in Document.ACTIVE_STATUSES)[1]
 
     def get_chunk_counts(self, document) -> dict[str, int]:
         return selectors.chunk_counts_of(document)
@@ -167,10 +201,43 @@ class ChunkFilterSerializer(StrictSerializer):
 
 class RetryInputSerializer(StrictSerializer):
     include_corrupted = serializers.BooleanField(required=False, default=False)
+    priority = priority_field()
+
+
+class ReindexInputSerializer(StrictSerializer):
+    priority = priority_field()
 
 
 class ImportInputSerializer(StrictSerializer):
     path = serializers.CharField(max_length=4096)
+    priority = priority_field()
+
+
+class PauseInputSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why the work is paused; shown wherever it is.")
+
+    def validate_reason(self, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+
+class ResumeInputSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
+
+
+class PauseSerializer(serializers.Serializer):
+    scope = serializers.SerializerMethodField()
+    project_id = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField()
+    paused_by = serializers.CharField()
+    paused_at = serializers.DateTimeField()
+    resumed_by = serializers.CharField()
+    resumed_at = serializers.DateTimeField(allow_null=True)
+
+    def get_scope(self, pause) -> Literal["project", "deployment"]:
+        return "project" if pause.project_id is not None else "deployment"
 
 
 class FlatListField(serializers.ListField):

@@ -12,6 +12,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common import pauses
 from common.api import (
     AuditEntrySerializer,
     Conflict,
@@ -109,6 +110,7 @@ class ProjectDocumentsApi(PaginatedApiMixin, APIView):
             201: s.DocumentSerializer,
             200: OpenApiResponse(s.DocumentSerializer, description="The project already holds these bytes."),
             **error_responses(400, 401, 404, 413),
+            409: OpenApiResponse(ErrorSerializer, description="The project is at a quota; `detail` names it."),
             415: OpenApiResponse(
                 s.UnsupportedFileTypeSerializer,
                 description="The content is not a supported format, whatever its name says, "
@@ -131,10 +133,13 @@ class ProjectDocumentsApi(PaginatedApiMixin, APIView):
                 source=upload,
                 filename=upload.name,
                 metadata=serializer.validated_data.get("metadata") or {},
+                priority=serializer.validated_data["priority"],
                 actor=user_actor(request.user),
             )
         except services.UploadTooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
+        except services.QuotaExceeded as exc:
+            raise Conflict(str(exc)) from None
         except services.EmptyUpload as exc:
             raise exceptions.ValidationError({"file": [str(exc)]}) from None
         except UnsupportedFileType as exc:
@@ -186,11 +191,17 @@ class DocumentChunksApi(PaginatedApiMixin, APIView):
 
 
 class DocumentReindexApi(APIView):
-    @extend_schema(request=None, responses={202: JobSerializer, **error_responses(401, 404), 409: BUSY})
+    @extend_schema(
+        request=s.ReindexInputSerializer,
+        responses={202: JobSerializer, **error_responses(400, 401, 404, 415), 409: BUSY},
+    )
     def post(self, request, document_id: int):
         document = _document_for(request, document_id)
+        serializer = s.ReindexInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         try:
-            job = services.document_reindex(document=document, actor=user_actor(request.user))
+            job = services.document_reindex(document=document, actor=user_actor(request.user),
+                                            priority=serializer.validated_data["priority"])
         except services.DocumentBusy as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -241,7 +252,8 @@ class ProjectImportApi(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             job = imports.import_start(
-                project=project, path=serializer.validated_data["path"], actor=user_actor(request.user)
+                project=project, path=serializer.validated_data["path"], actor=user_actor(request.user),
+                priority=serializer.validated_data["priority"],
             )
         except imports.ImportPathRejected as exc:
             raise exceptions.ValidationError({"path": [str(exc)]}) from None
@@ -289,3 +301,83 @@ class ProjectSearchApi(APIView):
                 {"detail": f"the embedding provider is unavailable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE
             )
         return Response(s.SearchHitSerializer(hits, many=True).data)
+
+
+PAUSE_CONFLICT = OpenApiResponse(ErrorSerializer, description="Already paused; `detail` says since when and why.")
+RESUME_CONFLICT = OpenApiResponse(ErrorSerializer, description="Not paused: nothing to resume.")
+
+
+class ProjectPauseApi(APIView):
+    @extend_schema(
+        request=s.PauseInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 404, 415), 409: PAUSE_CONFLICT},
+    )
+    def post(self, request, project_id: int):
+        """Pause the project's work: within seconds no parse and no embedding
+        call starts for it; calls under way finish and are kept. The pause
+        lasts until resumed, across restarts."""
+        project = _project_for(request, project_id)
+        serializer = s.PauseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.project_pause(project=project, actor=user_actor(request.user),
+                                           reason=serializer.validated_data["reason"])
+        except pauses.AlreadyPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)
+
+
+class ProjectResumeApi(APIView):
+    @extend_schema(
+        request=s.ResumeInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 404, 415), 409: RESUME_CONFLICT},
+    )
+    def post(self, request, project_id: int):
+        """End the project's pause; its work continues where it stopped."""
+        project = _project_for(request, project_id)
+        serializer = s.ResumeInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.project_resume(project=project, actor=user_actor(request.user),
+                                            reason=serializer.validated_data["reason"])
+        except pauses.NotPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)
+
+
+class SystemPauseApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=s.PauseInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 403, 415), 409: PAUSE_CONFLICT},
+    )
+    def post(self, request):
+        """Pause the whole deployment's work (staff only)."""
+        serializer = s.PauseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.deployment_pause(actor=user_actor(request.user),
+                                              reason=serializer.validated_data["reason"])
+        except pauses.AlreadyPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)
+
+
+class SystemResumeApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=s.ResumeInputSerializer,
+        responses={200: s.PauseSerializer, **error_responses(400, 401, 403, 415), 409: RESUME_CONFLICT},
+    )
+    def post(self, request):
+        """End the deployment's pause (staff only); projects paused on their own stay paused."""
+        serializer = s.ResumeInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pause = services.deployment_resume(actor=user_actor(request.user),
+                                               reason=serializer.validated_data["reason"])
+        except pauses.NotPaused as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.PauseSerializer(pause).data)

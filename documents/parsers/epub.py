@@ -17,14 +17,19 @@ from urllib.parse import unquote, urlsplit
 from lxml import etree
 
 from .base import ParsedDocument, ParseError, Section, UnsupportedFileType
+from .budgets import BudgetExceeded
 from .detect import looks_binary
-from .html import Block, local_name, parse_tree, read_markup
+from .html import Block, local_name, parse_tree, read_markup, refuse_entity_expansion
 from .text import MAX_TITLE_CHARS, title_from_filename
 
 # Zip-bomb guards: a book's text is a few MB; its images are not read.
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 MAX_TOTAL_BYTES = 256 * 1024 * 1024
 MAX_ENTRIES = 20_000
+# An entry this large that claims more than MAX_RATIO x compression is a bomb
+# (text compresses 3-10x; runs of one byte, 1000x).
+RATIO_CHECK_BYTES = 8 * 1024 * 1024
+MAX_RATIO = 200
 
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, recover=True)
 _CONTENT_MEDIA_TYPES = frozenset({"application/xhtml+xml", "text/html", "application/xml", "text/xml"})
@@ -95,7 +100,8 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         ) from error
     if len(archive.infolist()) > MAX_ENTRIES:
         archive.close()
-        raise ParseError(f"EPUB has more than {MAX_ENTRIES} files; refusing to unpack it")
+        raise BudgetExceeded(f"EPUB has more than {MAX_ENTRIES} files; refusing to unpack it (decompression-bomb guard)",
+                             budget="decompression")
     return archive
 
 
@@ -117,9 +123,16 @@ class _EntryReader:
         if info is None:
             raise KeyError(name)
         if info.file_size > MAX_ENTRY_BYTES:
-            raise ParseError(
+            raise BudgetExceeded(
                 f"EPUB file {name} is {info.file_size // (1024 * 1024)} MB uncompressed, "
-                f"over the {MAX_ENTRY_BYTES // (1024 * 1024)} MB limit"
+                f"over the {MAX_ENTRY_BYTES // (1024 * 1024)} MB limit (decompression-bomb guard)",
+                budget="decompression",
+            )
+        if info.file_size > RATIO_CHECK_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise BudgetExceeded(
+                f"EPUB file {name} declares {info.file_size // (1024 * 1024)} MB from "
+                f"{info.compress_size // 1024} KB, more than {MAX_RATIO}x compression (decompression-bomb guard)",
+                budget="decompression",
             )
         try:
             with self.archive.open(info) as member:
@@ -128,11 +141,15 @@ class _EntryReader:
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as error:
             raise _UnreadableEntry(f"{name}: {error}") from error
         if len(data) > MAX_ENTRY_BYTES:
-            raise ParseError(f"EPUB file {name} expands past the {MAX_ENTRY_BYTES // (1024 * 1024)} MB limit")
+            raise BudgetExceeded(
+                f"EPUB file {name} expands past the {MAX_ENTRY_BYTES // (1024 * 1024)} MB limit "
+                "(decompression-bomb guard)", budget="decompression",
+            )
         self.total_bytes += len(data)
         if self.total_bytes > MAX_TOTAL_BYTES:
-            raise ParseError(
-                f"EPUB expands to more than {MAX_TOTAL_BYTES // (1024 * 1024)} MB of text; refusing to unpack it"
+            raise BudgetExceeded(
+                f"EPUB expands to more than {MAX_TOTAL_BYTES // (1024 * 1024)} MB of text; refusing to unpack it "
+                "(decompression-bomb guard)", budget="decompression",
             )
         return data
 
@@ -151,6 +168,7 @@ def _parse_xml(data: bytes, name: str) -> etree._Element:
         raise ParseError(f"EPUB file {name} is not valid XML ({error})") from error
     if root is None:
         raise ParseError(f"EPUB file {name} is empty or not XML")
+    refuse_entity_expansion(root, name=f"EPUB file {name}")
     return root
 
 

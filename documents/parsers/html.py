@@ -17,6 +17,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from .base import ParsedDocument, Section
+from .budgets import BudgetExceeded
 from .tables import table_sections
 from .text import MAX_TITLE_CHARS, decode_text, normalise_text, title_from_filename
 
@@ -105,6 +106,31 @@ def read_markup(markup: str | bytes, *, xhtml: bool = False) -> tuple[str | None
     return document_title(root), list(html_blocks(root))
 
 
+# Hostile markup: nesting deeper than this many container elements (which
+# HTML never closes implicitly) is refused. Real pages nest a few dozen deep.
+MAX_NESTING_DEPTH = 10_000
+_NESTING_TAGS = frozenset({
+    "div", "span", "section", "article", "aside", "nav", "main", "header", "footer", "blockquote", "ul", "ol",
+    "dl", "table", "a", "b", "i", "em", "strong", "font", "figure", "small", "big", "sub", "sup", "u", "s",
+})
+
+
+def refuse_entity_expansion(root: etree._Element, *, name: str = "the document") -> None:
+    """Refuse XML whose internal DTD declares entities that expand into other
+    entities (the "billion laughs" bomb). Entities are never expanded by the
+    parsers (resolve_entities=False); a file built to expand is refused
+    rather than read without its text."""
+    dtd = root.getroottree().docinfo.internalDTD
+    if dtd is None:
+        return
+    for entity in dtd.iterentities():
+        if "&" in (entity.content or ""):
+            raise BudgetExceeded(
+                f"{name} declares XML entities that expand into other entities (entity &{entity.name}; "
+                "XML entity expansion is refused)", budget="xml_entities",
+            )
+
+
 def parse_tree(markup: str | bytes, *, xhtml: bool = False) -> etree._Element | None:
     """The document tree, or None when it is nested too deeply for libxml2.
 
@@ -119,6 +145,7 @@ def parse_tree(markup: str | bytes, *, xhtml: bool = False) -> etree._Element | 
                 return None
         else:
             if root is not None:
+                refuse_entity_expansion(root)
                 return root
     text = markup if isinstance(markup, str) else decode_text(markup).text
     # lxml refuses control characters in text it is asked to store later.
@@ -236,6 +263,7 @@ class _EventReader(HTMLParser):
         self.in_title = False
         self.skipping: str | None = None
         self.skip_depth = 0
+        self.depth = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         name = tag.rsplit(":", 1)[-1].lower()
@@ -253,6 +281,12 @@ class _EventReader(HTMLParser):
         if name == "title":
             self.in_title = True
             return
+        if name in _NESTING_TAGS:
+            self.depth += 1
+            if self.depth > MAX_NESTING_DEPTH:
+                raise BudgetExceeded(
+                    f"the markup nests more than {MAX_NESTING_DEPTH} elements deep (nesting limit)", budget="nesting"
+                )
         self.blocks.extend(self.walker.start_tag(name, attributes))
         if name in _VOID_TAGS:
             self.blocks.extend(self.walker.end_tag(name))
@@ -276,6 +310,8 @@ class _EventReader(HTMLParser):
         if name == "title":
             self.in_title = False
             return
+        if name in _NESTING_TAGS and self.depth:
+            self.depth -= 1
         self.blocks.extend(self.walker.end_tag(name))
 
     def handle_data(self, data: str) -> None:

@@ -11,6 +11,7 @@ there. The other modules ask it for every move:
 - embedding: claiming, embedding and storing one chunk
 - finishing: a run's final status from its chunks
 - repairs:   what the reconcilers and `mirage_check --repair` mend
+- pausing:   pausing and resuming a project's or the deployment's work
 """
 from documents.services.dispatch import dispatch_chord, dispatch_chunks, dispatch_job
 from documents.services.embedding import (
@@ -24,6 +25,12 @@ from documents.services.embedding import (
 )
 from documents.services.finishing import document_chunk_counts, document_finalize
 from documents.services.parsing import document_parse, document_retry_chunks
+from documents.services.pausing import (
+    deployment_pause,
+    deployment_resume,
+    project_pause,
+    project_resume,
+)
 from documents.services.projects import project_create, project_embedder
 from documents.services.repairs import (
     chunks_fail_stranded,
@@ -49,6 +56,7 @@ from documents.services.transitions import (
 )
 from documents.services.uploads import (
     EmptyUpload,
+    QuotaExceeded,
     Submission,
     UploadRejected,
     UploadTooLarge,
@@ -66,6 +74,7 @@ __all__ = [
     "EmptyUpload",
     "IllegalTransition",
     "NothingToRetry",
+    "QuotaExceeded",
     "Submission",
     "UploadRejected",
     "UploadTooLarge",
@@ -76,6 +85,8 @@ __all__ = [
     "chunk_release",
     "chunks_fail_stranded",
     "chunks_redispatch_stuck",
+    "deployment_pause",
+    "deployment_resume",
     "dispatch_chord",
     "dispatch_chunks",
     "dispatch_job",
@@ -95,6 +106,8 @@ __all__ = [
     "documents_rederive_disagreeing",
     "lock_job_and_document",
     "project_create",
+    "project_pause",
+    "project_resume",
     "project_embedder",
     "sanitize_filename",
 ]

@@ -1,19 +1,48 @@
-"""Sending tasks: a run's chord of embed_chunk tasks, reconciler
-re-dispatches, and the task that does a document job's work."""
+"""Sending tasks: a run's chord of embed_chunk tasks (windowed), reconciler
+re-dispatches, and the task that does a document job's work.
+
+Windowed dispatch: a run keeps at most MIRAGE_DISPATCH_WINDOW of its chunks'
+tasks in the broker. The rest wait in PostgreSQL, `pending` with no
+`dispatched_at`; each embed task that finishes sends the document's next
+waiting chunk (`dispatch_next`), with the same chord. The broker's embed
+queue therefore holds a few dozen tasks per indexing document, not every
+chunk of every document, and a document that arrives later is embedded
+alongside the earlier ones instead of behind them: fair across documents
+and projects without a queue per project. Priorities (`high`, `normal`,
+`low`) go to the broker as message priorities (Redis transport
+`priority_steps`), so a high-priority run's tasks are taken first.
+"""
+
 from __future__ import annotations
 
 import uuid
 
 from celery import current_app, signature
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
 
+from common.pauses import PAUSED_SQL
 from documents import events, jobkinds
+from documents.models import Chunk
 from jobs import services as job_services
 from jobs.models import Job
 
+# The broker's message priority of each job priority (Redis transport: 0 is
+# served first; see CELERY_BROKER_TRANSPORT_OPTIONS `priority_steps`).
+BROKER_PRIORITY = {Job.Priority.HIGH: 0, Job.Priority.NORMAL: 3, Job.Priority.LOW: 6}
 
-def dispatch_chord(*, chunk_ids: list[int], document_id: int, generation: int, chord_id: str) -> None:
+
+def broker_priority(priority: str | None) -> int:
+    return BROKER_PRIORITY.get(priority or Job.Priority.NORMAL, BROKER_PRIORITY[Job.Priority.NORMAL])
+
+
+def dispatch_chord(
+    *, chunk_ids: list[int], document_id: int, generation: int, chord_id: str, priority: str = Job.Priority.NORMAL
+) -> None:
     """One embed_chunk task per chunk; finalize_document (task id `chord_id`)
-    runs when all have returned.
+    runs when all have returned. The first MIRAGE_DISPATCH_WINDOW tasks are
+    sent now, the others one by one as earlier ones finish (dispatch_next).
 
     A Celery chord, sent as celery.chord sends one to the Redis result
     backend (every task carries the callback, its group and its index; the
@@ -24,26 +53,76 @@ def dispatch_chord(*, chunk_ids: list[int], document_id: int, generation: int, c
     callback = signature("documents.finalize_document", args=[document_id, generation], immutable=True)
     callback.set(task_id=chord_id)
     current_app.backend.set_chord_size(group_id, len(chunk_ids))
-    with current_app.producer_or_acquire() as producer:
-        for index, chunk_id in enumerate(chunk_ids):
-            signature("documents.embed_chunk", args=[chunk_id]).apply_async(
-                producer=producer, add_to_parent=False, chord=callback, group_id=group_id, group_index=index
-            )
+    window = settings.MIRAGE_DISPATCH_WINDOW
+    first, waiting = chunk_ids[:window], chunk_ids[window:]
+    if waiting:
+        Chunk.objects.filter(id__in=waiting).update(dispatched_at=None)
+    _send(chunk_ids=first, priority=priority, chord=callback, group_id=group_id, first_index=0)
     events.mark_dispatched(document_id=document_id, generation=generation)
+
+
+def _send(*, chunk_ids: list[int], priority: str, chord=None, group_id: str | None = None, first_index: int = 0):
+    if not chunk_ids:
+        return
+    Chunk.objects.filter(id__in=chunk_ids).update(dispatched_at=timezone.now())
+    options = {"priority": broker_priority(priority)}
+    with current_app.producer_or_acquire() as producer:
+        for index, chunk_id in enumerate(chunk_ids, start=first_index):
+            if chord is not None:
+                options.update(chord=chord, group_id=group_id, group_index=index)
+            signature("documents.embed_chunk", args=[chunk_id]).apply_async(
+                producer=producer, add_to_parent=False, **options
+            )
+
+
+# Takes the document's next chunk that waits for its task (pending, never
+# sent) and marks it sent, in one statement; SKIP LOCKED lets two finishing
+# tasks take two different chunks. A document no longer indexing, or a
+# paused one, sends nothing (resume starts its window again).
+_NEXT_SQL = f"""
+WITH next AS (
+    SELECT w.id FROM documents_chunk AS w JOIN documents_document AS d ON d.id = w.document_id
+     WHERE w.document_id = %(document_id)s AND w.status = 'pending' AND w.dispatched_at IS NULL
+       AND d.status = 'indexing' AND NOT {PAUSED_SQL.format(project_id="d.project_id")}
+     ORDER BY w.position
+     LIMIT 1
+       FOR UPDATE OF w SKIP LOCKED
+)
+UPDATE documents_chunk AS c SET dispatched_at = now() FROM next WHERE c.id = next.id
+RETURNING c.id, c.position
+"""
+
+
+def dispatch_next(*, document_id: int, priority: str, chord: dict | None, group_id: str | None) -> int | None:
+    """Send the document's next waiting chunk, in the same chord as the task
+    that just finished (none for a re-dispatched task). Returns its id, or
+    None when nothing waits."""
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_SQL, {"document_id": document_id})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    chunk_id, position = row
+    options = {"priority": broker_priority(priority), "add_to_parent": False}
+    if chord:
+        options.update(chord=signature(chord), group_id=group_id, group_index=position)
+    signature("documents.embed_chunk", args=[chunk_id]).apply_async(**options)
+    return chunk_id
 
 
 def dispatch_chunks(chunk_ids: list[int]) -> None:
     """Send embed_chunk tasks outside any chord (reconciler re-dispatch), on
-    one producer."""
+    one producer, each at its run's priority."""
+    priorities = dict(Chunk.objects.filter(id__in=chunk_ids).values_list("id", "document__current_job__priority"))
     with current_app.producer_or_acquire() as producer:
         for chunk_id in chunk_ids:
-            signature("documents.embed_chunk", args=[chunk_id]).apply_async(producer=producer)
-
+            signature("documents.embed_chunk", args=[chunk_id]).apply_async(
+                producer=producer, priority=broker_priority(priorities.get(chunk_id))
+            )
 
 
 def dispatch_job(job: Job) -> None:
-    """Send the task that does a document job's work."""
+    """Send the task that does a document job's work, at the job's priority."""
     task_name = "documents.retry_chunks" if job.kind == jobkinds.RETRY_CHUNKS else "documents.parse_document"
-    result = signature(task_name, args=[job.subject_id, job.id]).apply_async()
+    result = signature(task_name, args=[job.subject_id, job.id]).apply_async(priority=broker_priority(job.priority))
     job_services.job_set_task_ids(job_id=job.id, task_id=result.id)
-

@@ -15,7 +15,8 @@ from documents.coalescing import Coalescer
 from documents.embeddings import batching, get_batcher
 from documents.embeddings.base import PermanentEmbeddingError, TransientEmbeddingError
 from documents.models import Chunk
-from documents.services.finishing import document_chunk_counts
+from documents.services.dispatch import dispatch_next
+from documents.services.finishing import document_chunk_counts, document_finalize
 from documents.services.transitions import chunk_transition_claimed, chunks_claim, chunks_store_vectors
 from jobs import services as job_services
 
@@ -43,6 +44,8 @@ class ClaimedChunk:
     # The embedding cache's vector for this exact text, as pgvector text.
     cached_vector: str | None = None
     cached_truncated: bool | None = None
+    # The run's priority (its job's), for the next task of its window.
+    priority: str = "normal"
 
 
 def _claim_many(chunk_ids: list[int]) -> list[ClaimedChunk | None]:
@@ -120,12 +123,19 @@ class EmbedOutcome:
     retry_in: float | None = None
 
 
-def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
-    """Claim, embed and store one chunk.
+def chunk_embed(*, chunk_id: int, chord: dict | None = None, group_id: str | None = None) -> EmbedOutcome:
+    """Claim, embed and store one chunk; then send the document's next
+    waiting chunk (windowed dispatch, in the same `chord` and `group_id` as
+    this task), or, when none waits and none is in flight, finalise the
+    document (so a run always ends, whether or not its chord completes).
 
     Transient provider failures give the chunk back (`pending`) and ask for a
     retry until MIRAGE_CHUNK_MAX_ATTEMPTS; permanent ones, and the last
     attempt, store `error` with the provider's reason.
+
+    A task whose chunk it could not claim (paused, already claimed, run
+    over) sends nothing: the task holding the claim continues the window,
+    and resume starts a paused document's window again.
     """
     # Announced before the claim, so that concurrent tasks of this worker
     # wait for each other and share one provider call.
@@ -133,7 +143,17 @@ def chunk_embed(*, chunk_id: int) -> EmbedOutcome:
         claim = chunk_claim(chunk_id=chunk_id)
         if claim is None:
             return EmbedOutcome(status="skipped")
-        return _chunk_embed_claimed(claim)
+        outcome = _chunk_embed_claimed(claim)
+    if outcome.retry_in is None:
+        _continue_window(claim, chord=chord, group_id=group_id)
+    return outcome
+
+
+def _continue_window(claim: ClaimedChunk, *, chord: dict | None, group_id: str | None) -> None:
+    if dispatch_next(document_id=claim.document_id, priority=claim.priority, chord=chord, group_id=group_id):
+        return
+    if not Chunk.objects.filter(document_id=claim.document_id, status__in=Chunk.ACTIVE_STATUSES).exists():
+        document_finalize(document_id=claim.document_id, generation=claim.generation)
 
 
 def _chunk_embed_claimed(claim: ClaimedChunk) -> EmbedOutcome:

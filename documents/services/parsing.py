@@ -23,9 +23,11 @@ from documents import jobkinds
 from documents.chunking import ChunkDraft, chunk_sections
 from documents.embeddings.base import EmbeddingError
 from documents.models import Chunk, Document
-from documents.parsers import ParsedDocument, ParseError, parse_file
+from documents.parsers import ParsedDocument, ParseError
+from documents.parsers.budgets import BudgetExceeded, ParseBudget, parse_file_within
 from documents.services.dispatch import dispatch_chord
 from documents.services.finishing import document_finalize
+from documents.services.pausing import parse_defer_if_paused
 from documents.services.projects import project_embedder
 from documents.services.runs import retry_statuses
 from documents.services.transitions import (
@@ -64,6 +66,8 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
         if job.celery_chord_id:
             # A redelivered parse for a run that already dispatched its chunks.
             logger.info("document %s: job %s already dispatched; nothing to do", document_id, job_id)
+            return None
+        if parse_defer_if_paused(job=job, document=document):
             return None
         fields = {"error_message": "", "parsing_started_at": timezone.now(), "parsing_finished_at": None,
                   "embedding_finished_at": None}
@@ -131,7 +135,9 @@ def _parse_lazily(document: Document, *, local_files: ExitStack) -> tuple[Parsed
     database or a bucket) lasts as long as `local_files`."""
     try:
         provider = project_embedder(document.project)
-        parsed = parse_file(local_files.enter_context(local_path(document.file)), document.filename)
+        parsed = parse_file_within(
+            local_files.enter_context(local_path(document.file)), document.filename, budget=parse_budget()
+        )
     except Exception as exc:
         raise _parse_failure(exc, document_id=document.id) from exc
     drafts = chunk_sections(
@@ -143,11 +149,26 @@ def _parse_lazily(document: Document, *, local_files: ExitStack) -> tuple[Parsed
     return parsed, _reading_failures_reported(drafts, document_id=document.id)
 
 
+def parse_budget() -> ParseBudget:
+    """The parse budgets from settings (documents.parsers.budgets)."""
+    return ParseBudget(
+        memory_mb=settings.MIRAGE_PARSE_MEMORY_MB,
+        time_limit_seconds=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS,
+        max_pages=settings.MIRAGE_MAX_PAGES,
+    )
+
+
 def _reading_failures_reported(drafts: Iterator[ChunkDraft], *, document_id: int) -> Iterator[ChunkDraft]:
     # Only the parser's and the chunker's errors pass through here: those of
     # the code storing the drafts (the database's) are not the file's.
+    limit = settings.MIRAGE_MAX_CHUNKS_PER_DOCUMENT
     try:
-        yield from drafts
+        for count, draft in enumerate(drafts, start=1):
+            if limit and count > limit:
+                raise BudgetExceeded(
+                    f"makes more than {limit} chunks (MIRAGE_MAX_CHUNKS_PER_DOCUMENT is {limit})", budget="chunks"
+                )
+            yield draft
     except Exception as exc:
         raise _parse_failure(exc, document_id=document_id) from exc
 
@@ -155,6 +176,8 @@ def _reading_failures_reported(drafts: Iterator[ChunkDraft], *, document_id: int
 def _parse_failure(exc: Exception, *, document_id: int) -> _ParseFailed:
     """How a failure to read the file is reported: any parser crash is the
     file's error, in words."""
+    if isinstance(exc, BudgetExceeded):
+        return _ParseFailed(exc.error_type, str(exc))
     if isinstance(exc, (ParseError, EmbeddingError)):
         return _ParseFailed("parse_error", str(exc))
     if isinstance(exc, FileNotFoundError):
@@ -312,10 +335,11 @@ def _finish_parsing(
     chord_id = str(uuid.uuid4())
     job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
     document_id, generation = document.id, document.generation
+    priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first() or Job.Priority.NORMAL
     if to_embed:
         transaction.on_commit(
             lambda: dispatch_chord(chunk_ids=to_embed, document_id=document_id, generation=generation,
-                                   chord_id=chord_id)
+                                   chord_id=chord_id, priority=priority)
         )
     else:
         # Nothing to embed (an unchanged reindex): finish now.
@@ -372,7 +396,8 @@ def document_retry_chunks(*, document_id: int, job_id: int) -> None:
         generation = document.generation
         if chunk_ids:
             transaction.on_commit(lambda: dispatch_chord(chunk_ids=chunk_ids, document_id=document_id,
-                                                         generation=generation, chord_id=chord_id))
+                                                         generation=generation, chord_id=chord_id,
+                                                         priority=job.priority))
         else:
             transaction.on_commit(lambda: document_finalize(document_id=document_id, generation=generation))
 

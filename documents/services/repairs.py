@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from common import history
@@ -20,6 +20,7 @@ from documents import events
 from documents.models import Chunk, Document
 from documents.services.dispatch import dispatch_chunks, dispatch_job
 from documents.services.finishing import _status_reason, document_chunk_counts, document_finalize
+from documents.services.pausing import RESUMED_AT, paused_project_ids
 from documents.services.transitions import chunks_transition, document_record_repair, document_transition
 from documents.status import derive_document_status
 from jobs import services as job_services
@@ -45,10 +46,15 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
     lease = timedelta(seconds=settings.MIRAGE_CHUNK_LEASE_SECONDS)
     max_attempts = settings.MIRAGE_CHUNK_MAX_ATTEMPTS
     gave_up = 0
+    # Paused work is not stuck: resume sends it again (services.pausing).
+    paused = paused_project_ids()
+    if paused is None:
+        return {"lease_expired": 0, "pending_lost": 0, "gave_up": 0, "window_restarted": 0}
+    indexing = Document.objects.filter(status=DocStatus.INDEXING).exclude(project_id__in=paused)
     with transaction.atomic():
         expired = list(
             Chunk.objects.select_for_update(skip_locked=True)
-            .filter(status=ChunkStatus.PROCESSING, lease_expires_at__lt=now, document__status=DocStatus.INDEXING)
+            .filter(status=ChunkStatus.PROCESSING, lease_expires_at__lt=now, document__in=indexing)
             .values_list("id", "attempts", "document_id")[:limit]
         )
         exhausted = [(chunk_id, doc_id) for chunk_id, attempts, doc_id in expired if attempts >= max_attempts]
@@ -70,11 +76,10 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
             dispatched_at=now,
         )
         lost_documents = events.documents_missing_dispatch_marker(
-            Document.objects.filter(status=DocStatus.INDEXING, parsing_finished_at__isnull=False)
-            .values_list("id", "generation")
+            indexing.filter(parsing_finished_at__isnull=False).values_list("id", "generation")
         )
         stale = Chunk.objects.select_for_update(skip_locked=True).filter(
-            status=ChunkStatus.PENDING, document__status=DocStatus.INDEXING
+            status=ChunkStatus.PENDING, document__in=indexing
         )
         # A run's chunks are sent when its parse commits (parsing_finished_at),
         # which for a long file is well after they were inserted.
@@ -90,9 +95,11 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
         Chunk.objects.filter(id__in=[chunk_id for chunk_id, _ in pending]).update(dispatched_at=now)
         for doc_id, generation in lost_documents:
             transaction.on_commit(lambda d=doc_id, g=generation: events.mark_dispatched(document_id=d, generation=g))
+        restarted = _windows_stalled(indexing, limit=limit)
+        Chunk.objects.filter(id__in=[chunk_id for chunk_id, _ in restarted]).update(dispatched_at=now)
         _record_chunk_repairs(actor=actor, retry=retry, exhausted=exhausted, lost=lost, unclaimed=unclaimed,
-                              max_attempts=max_attempts)
-        to_send = [chunk_id for chunk_id, _ in retry + pending]
+                              restarted=restarted, max_attempts=max_attempts)
+        to_send = [chunk_id for chunk_id, _ in retry + pending + restarted]
         if to_send:
             transaction.on_commit(lambda: dispatch_chunks(to_send))
     if expired or pending:
@@ -101,10 +108,37 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
             "%s chunks out of attempts set to error",
             len(retry), len(pending), gave_up,
         )
-    return {"lease_expired": len(retry), "pending_lost": len(pending), "gave_up": gave_up}
+    return {"lease_expired": len(retry), "pending_lost": len(pending), "gave_up": gave_up,
+            "window_restarted": len(restarted)}
 
 
-def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, max_attempts: int) -> None:
+def _windows_stalled(indexing, *, limit: int) -> list[tuple[int, int]]:
+    """(chunk id, document id) of the next window of each document whose
+    windowed dispatch stopped: chunks wait unsent (no `dispatched_at`) and
+    none is in flight (sent and pending, or processing), e.g. every task of
+    the window was lost after storing its result but before sending the
+    next."""
+    waiting = Chunk.objects.filter(document=OuterRef("pk"), status=ChunkStatus.PENDING, dispatched_at__isnull=True)
+    in_flight = Chunk.objects.filter(document=OuterRef("pk")).filter(
+        Q(status=ChunkStatus.PROCESSING) | Q(status=ChunkStatus.PENDING, dispatched_at__isnull=False)
+    )
+    stalled = (
+        indexing.filter(parsing_finished_at__isnull=False)
+        .filter(Exists(waiting))
+        .exclude(Exists(in_flight))
+        .values_list("id", flat=True)[:limit]
+    )
+    window = settings.MIRAGE_DISPATCH_WINDOW
+    restarted = []
+    for document_id in stalled:
+        ids = Chunk.objects.filter(
+            document_id=document_id, status=ChunkStatus.PENDING, dispatched_at__isnull=True
+        ).order_by("position").values_list("id", flat=True)[:window]
+        restarted.extend((chunk_id, document_id) for chunk_id in ids)
+    return restarted
+
+
+def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, restarted, max_attempts: int) -> None:
     """One history row per document and kind of repair."""
     by_kind = {
         "re-sent {} stranded by a dead worker (lease expired)": Counter(doc_id for _, doc_id in retry),
@@ -115,6 +149,7 @@ def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, max_
         "re-sent {} that no worker took within a lease of being sent (message lost or queue backlog)": Counter(
             doc_id for _, doc_id in unclaimed
         ),
+        "sent the next {} of a window whose tasks were all lost": Counter(doc_id for _, doc_id in restarted),
     }
     for template, per_document in by_kind.items():
         for document_id, count in per_document.items():
@@ -203,8 +238,11 @@ def documents_redispatch_unparsed() -> dict[str, int]:
     grace = now - timedelta(seconds=settings.MIRAGE_DISPATCH_GRACE_SECONDS)
     parse_lease = now - timedelta(seconds=settings.MIRAGE_PARSE_LEASE_SECONDS)
     resent = failed = 0
+    paused = paused_project_ids()
     for document in Document.objects.filter(status__in=Document.ACTIVE_STATUSES).select_related("current_job"):
         job = document.current_job
+        if paused is None or document.project_id in paused:
+            continue  # paused work is not lost: resume sends it again
         if document.status == DocStatus.PENDING and (job is None or job.is_final):
             message = "the document was never dispatched (its job is gone or finished)"
             if document_transition(
@@ -216,7 +254,9 @@ def documents_redispatch_unparsed() -> dict[str, int]:
             continue
         if job is None or job.status != Job.Status.RUNNING:
             continue
-        lost_before_parse = document.status == DocStatus.PENDING and job.started_at and job.started_at < grace
+        # A resumed job's deferred parse was sent at resume, not at admission.
+        sent_at = max(filter(None, [job.started_at, _resumed_at(job)]), default=None)
+        lost_before_parse = document.status == DocStatus.PENDING and sent_at and sent_at < grace
         lost_during_parse = (
             document.status == DocStatus.INDEXING
             and document.parsing_finished_at is None
@@ -251,3 +291,8 @@ def documents_redispatch_unparsed() -> dict[str, int]:
         resent += 1
         logger.warning("reconcile: re-dispatched the parse of document %s (job %s)", document.id, job.id)
     return {"parse_resent": resent, "never_dispatched_failed": failed}
+
+
+def _resumed_at(job: Job):
+    value = job.metadata.get(RESUMED_AT)
+    return datetime.fromisoformat(value) if value else None

@@ -45,15 +45,21 @@ def retry_statuses(*, include_corrupted: bool) -> list[str]:
 
 
 @transaction.atomic
-def document_reindex(*, document: Document, actor: str = history.SYSTEM) -> Job:
+def document_reindex(
+    *, document: Document, actor: str = history.SYSTEM, priority: str = Job.Priority.NORMAL
+) -> Job:
     """Queue a re-parse of the stored file. Unchanged chunks keep their vectors."""
     return _document_start_job(document=document, kind=jobkinds.REINDEX_DOCUMENT, actor=actor,
-                               action="document.reindex")
+                               action="document.reindex", priority=priority)
 
 
 @transaction.atomic
 def document_retry_failed(
-    *, document: Document, include_corrupted: bool = False, actor: str = history.SYSTEM
+    *,
+    document: Document,
+    include_corrupted: bool = False,
+    actor: str = history.SYSTEM,
+    priority: str = Job.Priority.NORMAL,
 ) -> Job:
     """Queue a job that re-embeds only the chunks in `error` (and optionally
     `corrupted`), and those a cancelled run left `pending`; `ready` chunks
@@ -70,11 +76,13 @@ def document_retry_failed(
         metadata={"include_corrupted": include_corrupted},
         actor=actor,
         action="document.retry",
+        priority=priority,
     )
 
 
 def _document_start_job(
-    *, document: Document, kind: str, actor: str, action: str, metadata: dict | None = None
+    *, document: Document, kind: str, actor: str, action: str, metadata: dict | None = None,
+    priority: str = Job.Priority.NORMAL,
 ) -> Job:
     document = Document.objects.select_for_update().get(id=document.id)
     active = _document_job_active(document)
@@ -85,13 +93,14 @@ def _document_start_job(
         project_id=document.project_id,
         subject_id=document.id,
         metadata={"filename": document.filename, **(metadata or {})},
+        priority=priority,
         actor=actor,
     )
     document.current_job = job
     document.save(update_fields=["current_job", "updated_at"])
     history.audit_record(project_id=document.project_id, actor=actor, action=action,
                          target=f"document {document.id} {document.filename}", document_id=document.id,
-                         job_id=job.id, **(metadata or {}))
+                         job_id=job.id, priority=priority, **(metadata or {}))
     return job
 
 

@@ -28,6 +28,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from common import history, signals
+from common.pauses import PAUSED_SQL
 from documents import events
 from documents.models import Chunk, Document
 from jobs.models import Job
@@ -193,20 +194,24 @@ def chunk_transition_claimed(*, chunk_id: int, attempts: int, to: str, **fields)
 
 # One statement claims chunks (pending -> processing) and brings along
 # everything their embedding needs: the project's model, the run's size and
-# any cached vector. Only chunks of an `indexing` document are claimed.
-_CLAIM_SQL = """
+# any cached vector. Only chunks of an `indexing` document are claimed, and
+# none of a paused project or deployment (common.pauses): a pause stops new
+# embedding calls at the next claim.
+_CLAIM_SQL = f"""
 UPDATE documents_chunk AS c
    SET status = 'processing', attempts = c.attempts + 1, claimed_at = now(),
        lease_expires_at = now() + make_interval(secs => %s), updated_at = now()
   FROM documents_document AS d JOIN documents_project AS p ON p.id = d.project_id
  WHERE c.id = ANY(%s) AND c.status = 'pending' AND d.id = c.document_id AND d.status = 'indexing'
+   AND NOT {PAUSED_SQL.format(project_id="d.project_id")}
 RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_id, d.generation,
           d.current_job_id, p.embedder, p.embedding_model, p.embedding_dimensions,
           (SELECT j.chunks_created FROM jobs_job j WHERE j.id = d.current_job_id),
           (SELECT e.embedding::text FROM documents_embeddingcacheentry e
             WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256),
           (SELECT e.truncated FROM documents_embeddingcacheentry e
-            WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256)
+            WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256),
+          COALESCE((SELECT j.priority FROM jobs_job j WHERE j.id = d.current_job_id), 'normal')
 """
 
 

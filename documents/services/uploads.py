@@ -13,10 +13,11 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 
 from common import history
 from documents import events, jobkinds
-from documents.models import Document, Project
+from documents.models import Chunk, Document, Project
 from documents.parsers import detect_type
 from documents.services.transitions import document_record_created
 from jobs import services as job_services
@@ -35,6 +36,30 @@ class UploadTooLarge(UploadRejected):
 
 class EmptyUpload(UploadRejected):
     pass
+
+
+class QuotaExceeded(UploadRejected):
+    """The project is at one of its quotas; the message names it and its value."""
+
+
+def _check_quotas(*, project: Project, size: int) -> None:
+    if project.max_documents is not None:
+        documents = Document.objects.filter(project=project).count()
+        if documents >= project.max_documents:
+            raise QuotaExceeded(
+                f"the project holds {documents} documents, its quota (max_documents) is {project.max_documents}"
+            )
+    if project.max_chunks is not None:
+        chunks = Chunk.objects.filter(document__project=project).count()
+        if chunks >= project.max_chunks:
+            raise QuotaExceeded(f"the project holds {chunks} chunks, its quota (max_chunks) is {project.max_chunks}")
+    if project.max_upload_mb_total is not None:
+        stored = Document.objects.filter(project=project).aggregate(total=Sum("size_bytes"))["total"] or 0
+        if stored + size > project.max_upload_mb_total * 1024 * 1024:
+            raise QuotaExceeded(
+                f"the project's files would take {(stored + size) / (1024 * 1024):.1f} MB, its quota "
+                f"(max_upload_mb_total) is {project.max_upload_mb_total} MB"
+            )
 
 
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^\w.\- ()+,@]", re.UNICODE)
@@ -107,6 +132,7 @@ def document_submit(
     filename: str,
     metadata: dict | None = None,
     parent_job: Job | None = None,
+    priority: str = Job.Priority.NORMAL,
     actor: str = history.SYSTEM,
 ) -> Submission:
     """Store a file and queue its indexing.
@@ -125,6 +151,7 @@ def document_submit(
         existing = Document.objects.filter(project=project, content_sha256=sha256).first()
         if existing is not None:
             return Submission(document=existing, job=existing.current_job, created=False)
+        _check_quotas(project=project, size=size)
         file_type = detect_type(head, filename)
         document = Document(
             project=project,
@@ -143,6 +170,7 @@ def document_submit(
                 project_id=project.id,
                 subject_id=document.id,
                 parent=parent_job,
+                priority=priority,
                 metadata={"filename": filename},
                 actor=actor,
             )
@@ -151,7 +179,7 @@ def document_submit(
             document_record_created(document=document, actor=actor)
             history.audit_record(project_id=project.id, actor=actor, action="document.uploaded",
                                  target=f"document {document.id} {filename}", document_id=document.id,
-                                 size_bytes=size, sha256=sha256, file_type=file_type)
+                                 size_bytes=size, sha256=sha256, file_type=file_type, priority=priority)
             transaction.on_commit(lambda: events.publish_document(document))
     except IntegrityError:
         # The same bytes arrived concurrently and the other upload won.

@@ -1,6 +1,7 @@
 from django.utils import timezone
 from rest_framework import serializers
 
+from common.pauses import pause_state
 from jobs import timing
 from jobs.models import Job
 
@@ -17,10 +18,12 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="While pending: how many waiting jobs will be admitted before it; null otherwise."
     )
 
+    paused = serializers.SerializerMethodField(help_text="The job's project, or the deployment, is paused.")
+    paused_reason = serializers.SerializerMethodField(help_text="Who paused it, when and why; empty when not paused.")
     class Meta:
         model = Job
         fields = [
-            "id", "kind", "status", "project_id", "subject_id", "parent_id",
+            "id", "kind", "status", "priority", "paused", "paused_reason", "project_id", "subject_id", "parent_id",
             "progress_percentage", "progress_message",
             "files_scanned", "files_indexed", "chunks_created", "chunks_failed",
             "error_message", "error_type", "error_traceback",
@@ -47,3 +50,8 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_queue_position(self, job) -> int | None:
         return self._timing(job)["queue_position"]
+    def get_paused(self, job) -> bool:
+        return pause_state(self.context, project_id=job.project_id, active=not job.is_final)[0]
+
+    def get_paused_reason(self, job) -> str:
+        return pause_state(self.context, project_id=job.project_id, active=not job.is_final)[1]

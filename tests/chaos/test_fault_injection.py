@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 RECORDING = "tests.support.embedders.RecordingEmbedder"
 FLAKY = "tests.support.embedders.FlakyEmbedder"
 POISONED = "tests.support.embedders.PoisonEmbedder"
-RECONCILE_SECONDS = 2
 
 
 def write_documents(directory: Path, *, count: int, sections: int, poison_every: int = 0) -> Path:
@@ -42,22 +41,6 @@ def write_documents(directory: Path, *, count: int, sections: int, poison_every:
             parts.append(f"\n## Part {section}\n\nSurvey {number} part {section}: {words}.{poison}\n")
         (directory / f"survey-{number:02d}.md").write_text("".join(parts))
     return directory
-
-
-@pytest.fixture
-def stack(transactional_db, tmp_path):
-    stack = Stack(
-        tmp_path / "stack",
-        MIRAGE_RECONCILE_INTERVAL_SECONDS=str(RECONCILE_SECONDS),
-        MIRAGE_CHUNK_LEASE_SECONDS="3",
-        MIRAGE_DISPATCH_GRACE_SECONDS="4",
-        MIRAGE_TEST_EMBED_DELAY="0.02",
-        MIRAGE_RETRY_BACKOFF_BASE_SECONDS="0.2",
-        MIRAGE_RETRY_BACKOFF_MAX_SECONDS="2",
-    )
-    stack.start_redis()
-    yield stack
-    stack.stop_all()
 
 
 def start_pipeline(stack: Stack) -> None:

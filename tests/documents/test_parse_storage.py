@@ -33,7 +33,7 @@ def dispatched(monkeypatch):
     monkeypatch.setattr(
         parsing,
         "dispatch_chord",
-        lambda *, chunk_ids, document_id, generation, chord_id: sent.append((chunk_ids, generation)),
+        lambda *, chunk_ids, document_id, generation, chord_id, priority="normal": sent.append((chunk_ids, generation)),
     )
     return sent
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from common import pauses
 from common.tables import format_table, shorten
 from documents import selectors
 from documents.models import Document, Project
@@ -21,19 +22,25 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes < 120 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def document_row(document: Document, now) -> list[str]:
-    """One line of an annotated document (selectors.documents_with_progress)."""
+def document_row(document: Document, now, held: pauses.PausesInForce | None = None) -> list[str]:
+    """One line of an annotated document (selectors.documents_with_progress).
+    Active work held by a pause shows `<status> (paused)`."""
     job = document.current_job
     times = selectors.document_timing(document, now=now)
     job_text = f"{job.id} {job.status}" if job is not None else "-"
     if times["queue_position"] is not None:
         job_text += f" ({times['queue_position']} ahead)"
+    paused = (
+        held is not None
+        and document.status in Document.ACTIVE_STATUSES
+        and held.for_project(document.project_id) is not None
+    )
     return [
         str(document.id),
         shorten(document.project.name, NAME_WIDTH),
         shorten(document.filename, NAME_WIDTH),
         document.file_type,
-        document.status,
+        f"{document.status} (paused)" if paused else document.status,
         f"{document.chunks_processed}/{document.chunks_total} ({selectors.progress_percent(document)}%)",
         str(document.chunks_error),
         _duration(times["waiting_seconds"]),
@@ -60,5 +67,8 @@ class Command(BaseCommand):
             self.stdout.write("no documents")
             return
         now = timezone.now()
-        for line in format_table(HEADERS, [document_row(document, now) for document in documents]):
+        held = pauses.pauses_in_force()
+        for line in format_table(HEADERS, [document_row(document, now, held) for document in documents]):
             self.stdout.write(line)
+        for pause in ([held.deployment] if held.deployment else []) + list(held.projects.values()):
+            self.stdout.write(f"paused: {pauses.pause_words(pause)}")

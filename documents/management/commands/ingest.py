@@ -64,6 +64,8 @@ class Command(BaseCommand):
         parser.add_argument("--strict", action="store_true",
                             help="with --wait, a `partial` document is a failure (exit 4), not a warning")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
+        parser.add_argument("--priority", choices=Job.Priority.values, default=Job.Priority.NORMAL,
+                            help="high work is indexed before waiting normal work, low after it (default normal)")
 
     def handle(self, *args, **options):
         owner = None
@@ -84,7 +86,8 @@ class Command(BaseCommand):
         for path in _files(options["paths"]):
             try:
                 with open(path, "rb") as handle:
-                    submission = services.document_submit(project=project, source=handle, filename=path.name)
+                    submission = services.document_submit(project=project, source=handle, filename=path.name,
+                                                          priority=options["priority"])
             except (services.UploadRejected, ParseError) as exc:
                 refused += 1
                 self.stdout.write(self.style.WARNING(f"refused {path}: {exc}"))

@@ -1,0 +1,100 @@
+"""Windowed dispatch and broker priorities: a run keeps at most
+MIRAGE_DISPATCH_WINDOW tasks in the broker, each finished task sends the
+next, the run always ends, and a broken window is restarted by the
+reconciler."""
+
+import pytest
+from celery.signals import before_task_publish
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from documents import events, services
+from documents.models import Chunk, Document
+from jobs.models import Job
+from tests.documents.test_reconcilers import indexing_document
+
+pytestmark = [pytest.mark.unit, pytest.mark.django_db]
+
+
+@pytest.fixture
+def published():
+    sent = []
+
+    def record(sender=None, body=None, properties=None, **kwargs):
+        sent.append((sender, list(body[0]), (properties or {}).get("priority")))
+
+    before_task_publish.connect(record, weak=False)
+    yield sent
+    before_task_publish.disconnect(record)
+
+
+def embed_tasks(published) -> list[tuple[int, int]]:
+    return [(args[0], priority) for task, args, priority in published if task == "documents.embed_chunk"]
+
+
+def test_a_run_sends_a_window_then_one_task_per_finished_chunk_and_always_finalises(published, settings):
+    settings.MIRAGE_DISPATCH_WINDOW = 3
+    document, job = indexing_document(["pending"] * 8)
+    Job.objects.filter(id=job.id).update(priority="high")
+    ids = list(Chunk.objects.filter(document=document).order_by("position").values_list("id", flat=True))
+
+    services.dispatch_chord(
+        chunk_ids=ids, document_id=document.id, generation=document.generation, chord_id="chord-1", priority="high"
+    )
+    assert embed_tasks(published) == [(chunk_id, 0) for chunk_id in ids[:3]]
+    assert Chunk.objects.filter(id__in=ids[3:], dispatched_at__isnull=True).count() == 5
+
+    # Each finished chunk sends the next waiting one; the last finalises
+    # the document with no chord callback at all.
+    for chunk_id in ids:
+        assert services.chunk_embed(chunk_id=chunk_id).status == "ready"
+    assert embed_tasks(published) == [(chunk_id, 0) for chunk_id in ids]
+    assert Document.objects.get(id=document.id).status == "ready"
+    assert Job.objects.get(id=job.id).status == "completed"
+
+
+def test_a_window_whose_tasks_were_all_lost_is_restarted_by_the_reconciler(published, settings):
+    settings.MIRAGE_DISPATCH_WINDOW = 2
+    document, _ = indexing_document(["ready", "pending", "pending", "pending"])
+    Chunk.objects.filter(document=document, status="pending").update(dispatched_at=None)
+    # The run's dispatch marker is there: Redis did not lose the messages, the tasks died.
+    events.mark_dispatched(document_id=document.id, generation=document.generation)
+
+    report = services.chunks_redispatch_stuck()
+    assert report["window_restarted"] == 2
+    waiting = list(Chunk.objects.filter(document=document, status="pending").order_by("position"))
+    # Nothing sent yet on commit in this test's transaction; the marks say what will be.
+    assert [chunk.dispatched_at is not None for chunk in waiting] == [True, True, False]
+    # In flight now: a second tick sends nothing more.
+    assert services.chunks_redispatch_stuck()["window_restarted"] == 0
+
+
+def test_priority_is_taken_on_upload_reindex_and_retry(client, django_user_model):
+    from rest_framework.test import APIClient
+
+    from tests.support.factories import make_project, markdown_document
+
+    user = django_user_model.objects.create_user(username="prio", password="pw-for-tests-123")
+    api = APIClient()
+    api.force_authenticate(user)
+    project = make_project(members=[user])
+    response = api.post(
+        f"/api/v1/projects/{project.id}/documents/",
+        {"file": SimpleUploadedFile("urgent.md", markdown_document()), "priority": "high"},
+        format="multipart",
+    )
+    assert response.status_code == 201 and response.json()["current_job"]["priority"] == "high"
+    bad = api.post(
+        f"/api/v1/projects/{project.id}/documents/",
+        {"file": SimpleUploadedFile("x.md", markdown_document(4)), "priority": "urgent"},
+        format="multipart",
+    )
+    assert bad.status_code == 400 and "priority" in bad.json()
+
+    document = Document.objects.get(id=response.json()["id"])
+    Job.objects.filter(id=document.current_job_id).update(status="cancelled")
+    reindex = api.post(f"/api/v1/documents/{document.id}/reindex/", {"priority": "low"}, format="json")
+    assert reindex.status_code == 202 and reindex.json()["priority"] == "low"
+    Job.objects.filter(id=reindex.json()["id"]).update(status="cancelled")
+    Chunk.objects.create(document=document, position=0, content="x", content_sha256="x", status="error")
+    retry = api.post(f"/api/v1/documents/{document.id}/retry/", {"priority": "high"}, format="json")
+    assert retry.status_code == 202 and retry.json()["priority"] == "high"
