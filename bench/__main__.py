@@ -1,4 +1,5 @@
 """`python -m bench [--only 1,4] [--quick]`: run the benchmarks, print one table."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """Test data for the benchmarks: bulk loading with COPY, text from the
 corpus, and running one document through the pipeline."""
+
 from __future__ import annotations
 
 import io
@@ -22,9 +23,7 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> i
     from django.db import connection
 
     count = 0
-    with connection.cursor() as cursor, cursor.cursor.copy(
-        f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    ) as copy:
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([_copy_value(value) for value in row])
             count += 1
@@ -46,8 +45,20 @@ def vector_text(vector: Sequence[float]) -> str:
 
 
 CHUNK_COLUMNS = (
-    "document_id", "position", "content", "content_sha256", "token_count", "structure", "status",
-    "embedding", "embedding_model", "attempts", "error", "created_at", "updated_at", "dispatched_at",
+    "document_id",
+    "position",
+    "content",
+    "content_sha256",
+    "token_count",
+    "structure",
+    "status",
+    "embedding",
+    "embedding_model",
+    "attempts",
+    "error",
+    "created_at",
+    "updated_at",
+    "dispatched_at",
 )
 
 

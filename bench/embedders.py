@@ -1,6 +1,7 @@
 """An embedder that counts its provider calls, for the reindex benchmark.
 Same vectors and model id as `hash`; the counts go to the benchmark's Redis
 database, where the benchmark process reads what the workers did."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -6,6 +6,7 @@ missing; Redis is database 11 of MIRAGE_REDIS_URL's server, flushed at the
 start (MIRAGE_BENCH_REDIS_URL overrides it). Files go to `.mirage/bench/`. Worker processes get the same
 environment, so nothing a benchmark does reaches the developer's data.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@ chunking the corpus's largest files, each in a fresh process; peak memory
 of document_parse on a generated 50 MB text file (against a 5 MB one: is
 memory bounded, or does it grow with the file?); and the rate of the
 bulk_create path that stores a document's chunks, against COPY."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,10 @@ INSERT_CHUNKS = 20_000
 def probe(mode: str, path) -> dict:
     result = subprocess.run(
         [sys.executable, "-m", "bench.memory_probe", mode, str(path)],
-        cwd=env.BASE_DIR, env=env.worker_environment(MIRAGE_LOG_LEVEL="WARNING"), capture_output=True, text=True,
+        cwd=env.BASE_DIR,
+        env=env.worker_environment(MIRAGE_LOG_LEVEL="WARNING"),
+        capture_output=True,
+        text=True,
         timeout=900,
     )
     if result.returncode != 0:
@@ -32,8 +36,13 @@ def probe(mode: str, path) -> dict:
 
 
 def largest_corpus_files(count: int):
-    files = [path for path in env.CORPUS.rglob("*") if path.is_file() and path.parent.name != "adversarial"
-             and path.suffix.lower() in (".md", ".pdf", ".epub", ".txt", ".html")]
+    files = [
+        path
+        for path in env.CORPUS.rglob("*")
+        if path.is_file()
+        and path.parent.name != "adversarial"
+        and path.suffix.lower() in (".md", ".pdf", ".epub", ".txt", ".html")
+    ]
     return sorted(files, key=lambda path: path.stat().st_size, reverse=True)[:count]
 
 
@@ -69,25 +78,58 @@ def insert_rates(count: int) -> tuple[float, float]:
 
     project = services.project_create(name="bulk-insert", embedder="hash")
     documents = Document.objects.bulk_create(
-        [Document(project=project, filename=f"bulk-{n}.md", file=f"bench/bulk-{n}.md", file_type="markdown",
-                  size_bytes=1, content_sha256=f"{n:064d}", status=Document.Status.INDEXING) for n in range(2)]
+        [
+            Document(
+                project=project,
+                filename=f"bulk-{n}.md",
+                file=f"bench/bulk-{n}.md",
+                file_type="markdown",
+                size_bytes=1,
+                content_sha256=f"{n:064d}",
+                status=Document.Status.INDEXING,
+            )
+            for n in range(2)
+        ]
     )
     words = data.corpus_words()
     texts = data.word_windows(words, count, 250, seed=7)
     now = timezone.now()
     chunks = [
-        Chunk(document=documents[0], position=position, content=text,
-              content_sha256=hashlib.sha256(text.encode()).hexdigest(), token_count=250,
-              structure={"heading_path": ["Bulk", f"Part {position}"]}, status=Chunk.Status.PENDING,
-              dispatched_at=now)
+        Chunk(
+            document=documents[0],
+            position=position,
+            content=text,
+            content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+            token_count=250,
+            structure={"heading_path": ["Bulk", f"Part {position}"]},
+            status=Chunk.Status.PENDING,
+            dispatched_at=now,
+        )
         for position, text in enumerate(texts)
     ]
     started = time.perf_counter()
     with transaction.atomic():
         Chunk.objects.bulk_create(chunks, batch_size=parsing.INSERT_BATCH_SIZE)
     bulk_seconds = time.perf_counter() - started
-    rows = [(documents[1].id, chunk.position, chunk.content, chunk.content_sha256, chunk.token_count,
-             chunk.structure, "pending", None, "", 0, "", now, now, now) for chunk in chunks]
+    rows = [
+        (
+            documents[1].id,
+            chunk.position,
+            chunk.content,
+            chunk.content_sha256,
+            chunk.token_count,
+            chunk.structure,
+            "pending",
+            None,
+            "",
+            0,
+            "",
+            now,
+            now,
+            now,
+        )
+        for chunk in chunks
+    ]
     started = time.perf_counter()
     with transaction.atomic():
         data.copy_rows("documents_chunk", data.CHUNK_COLUMNS, rows)
@@ -103,8 +145,10 @@ def run(*, quick: bool) -> list[Result]:
     for path in files:
         figures = probe("parse", path)
         parsed.append((path, figures))
-        say(f"    {path.name} ({path.stat().st_size / 1e6:.1f} MB): peak {figures['peak_mb']:.0f} MB "
-            f"(resident after imports {figures['baseline_mb']:.0f} MB), {figures['chunks']} chunks in {figures['seconds']:.1f} s")
+        say(
+            f"    {path.name} ({path.stat().st_size / 1e6:.1f} MB): peak {figures['peak_mb']:.0f} MB "
+            f"(resident after imports {figures['baseline_mb']:.0f} MB), {figures['chunks']} chunks in {figures['seconds']:.1f} s"
+        )
     worst_path, worst = max(parsed, key=lambda item: item[1]["peak_mb"])
     results.append(
         Result(
@@ -114,10 +158,15 @@ def run(*, quick: bool) -> list[Result]:
             ratio=worst["peak_mb"] / worst["baseline_mb"],
             goal="bounded, stated",
             met=None,
-            notes=["peak RSS while parsing (resident size after imports and tokenizer load in brackets): " + "; ".join(
-                f"{path.name} {path.stat().st_size / 1e6:.1f} MB -> {figures['peak_mb']:.0f} MB "
-                f"({figures['baseline_mb']:.0f})" for path, figures in parsed
-            ) + f"; worst: {worst_path.name}"],
+            notes=[
+                "peak RSS while parsing (resident size after imports and tokenizer load in brackets): "
+                + "; ".join(
+                    f"{path.name} {path.stat().st_size / 1e6:.1f} MB -> {figures['peak_mb']:.0f} MB "
+                    f"({figures['baseline_mb']:.0f})"
+                    for path, figures in parsed
+                )
+                + f"; worst: {worst_path.name}"
+            ],
         )
     )
 
@@ -132,8 +181,10 @@ def run(*, quick: bool) -> list[Result]:
         finally:
             path.unlink(missing_ok=True)
         ingested[megabytes] = figures
-        say(f"    peak {figures['peak_mb']:.0f} MB (resident before parse {figures['baseline_mb']:.0f} MB), "
-            f"{figures['chunks']} chunks, {figures['status']}, {figures['seconds']:.1f} s")
+        say(
+            f"    peak {figures['peak_mb']:.0f} MB (resident before parse {figures['baseline_mb']:.0f} MB), "
+            f"{figures['chunks']} chunks, {figures['status']}, {figures['seconds']:.1f} s"
+        )
         # Thousands of embed messages were queued with no worker to take them.
         env.redis_client().flushdb()
     small, large = (ingested[size] for size in sizes)
@@ -147,9 +198,11 @@ def run(*, quick: bool) -> list[Result]:
             ratio=ratio,
             goal="bounded: <= 2x",
             met=ratio <= 2.0,
-            notes=[f"{sizes[1]} MiB: {large['chunks']} chunks in {large['seconds']:.0f} s, {large['status']}; "
-                   f"peak grows {growth:.1f} MB per MiB of input; process before parsing "
-                   f"{large['baseline_mb']:.0f} MB"],
+            notes=[
+                f"{sizes[1]} MiB: {large['chunks']} chunks in {large['seconds']:.0f} s, {large['status']}; "
+                f"peak grows {growth:.1f} MB per MiB of input; process before parsing "
+                f"{large['baseline_mb']:.0f} MB"
+            ],
         )
     )
 

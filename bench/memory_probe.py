@@ -9,6 +9,7 @@ so that it covers the work alone (ru_maxrss cannot be reset).
     python -m bench.memory_probe ingest PATH
     python -m bench.memory_probe ocr PATH      (Tesseract's own peak too)
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,16 @@ def parse(path: Path) -> dict:
     started = time.perf_counter()
     parsed = parse_file(path, path.name)
     # The default settings: chunks of at most min(400, 254) tokens, 40 overlap.
-    chunks = sum(1 for _ in chunk_sections(parsed.sections, max_tokens=min(400, embedder.max_input_tokens),
-                                           overlap_tokens=40, count_tokens=embedder.count_tokens))
-    return {"baseline_mb": baseline, "peak_mb": peak_mb(), "chunks": chunks,
-            "seconds": time.perf_counter() - started}
+    chunks = sum(
+        1
+        for _ in chunk_sections(
+            parsed.sections,
+            max_tokens=min(400, embedder.max_input_tokens),
+            overlap_tokens=40,
+            count_tokens=embedder.count_tokens,
+        )
+    )
+    return {"baseline_mb": baseline, "peak_mb": peak_mb(), "chunks": chunks, "seconds": time.perf_counter() - started}
 
 
 def ocr(path: Path) -> dict:
@@ -66,12 +73,19 @@ def ocr(path: Path) -> dict:
     baseline = start_measuring()
     started = time.perf_counter()
     parsed = parse_file(path, path.name)
-    chunks = sum(1 for _ in chunk_sections(parsed.sections, max_tokens=254, overlap_tokens=40,
-                                           count_tokens=estimate_tokens))
+    chunks = sum(
+        1 for _ in chunk_sections(parsed.sections, max_tokens=254, overlap_tokens=40, count_tokens=estimate_tokens)
+    )
     seconds = time.perf_counter() - started
-    return {"baseline_mb": baseline, "peak_mb": peak_mb(), "chunks": chunks, "seconds": seconds,
-            "pages": parsed.metadata["page_count"], "pages_ocr": parsed.metadata["pages_ocr"],
-            "tesseract_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {
+        "baseline_mb": baseline,
+        "peak_mb": peak_mb(),
+        "chunks": chunks,
+        "seconds": seconds,
+        "pages": parsed.metadata["page_count"],
+        "pages_ocr": parsed.metadata["pages_ocr"],
+        "tesseract_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def ingest(path: Path) -> dict:
@@ -92,9 +106,14 @@ def ingest(path: Path) -> dict:
     services.document_parse(document_id=submission.document.id, job_id=submission.job.id)
     seconds = time.perf_counter() - started
     submission.document.refresh_from_db()
-    return {"baseline_mb": baseline, "peak_mb": peak_mb(), "seconds": seconds,
-            "chunks": Chunk.objects.filter(document=submission.document).count(),
-            "status": submission.document.status, "error": submission.document.error_message}
+    return {
+        "baseline_mb": baseline,
+        "peak_mb": peak_mb(),
+        "seconds": seconds,
+        "chunks": Chunk.objects.filter(document=submission.document).count(),
+        "status": submission.document.status,
+        "error": submission.document.error_message,
+    }
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ corpus through the pipeline with the `local` model (one task per chunk, the
 embed worker's micro-batcher joining concurrent tasks into one model call),
 against SentenceTransformer.encode on the same 500 texts in large batches
 in one process: how much of the model's own speed the pipeline keeps."""
+
 from __future__ import annotations
 
 import time
@@ -15,8 +16,12 @@ GOAL = 0.9
 # Real prose and code first, the long release notes last: the prefix taken
 # is mostly varied text.
 SOURCES = [
-    "pyguide.md", "pgvector-README.md", "fastapi-sql-databases.md", "httpx-transports.md",
-    "markdown-style.md", "fastapi-release-notes.md",
+    "pyguide.md",
+    "pgvector-README.md",
+    "fastapi-sql-databases.md",
+    "httpx-transports.md",
+    "markdown-style.md",
+    "fastapi-release-notes.md",
 ]
 WARMUP_SOURCE = "jekyll-front-matter.md"
 BATCH_SIZES = (16, 64)
@@ -66,8 +71,9 @@ def encode_rates(model, texts: list[str], order) -> dict[int, float]:
     rates = {}
     for batch_size in order:
         started = time.perf_counter()
-        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                     show_progress_bar=False)
+        model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         rates[batch_size] = len(texts) / (time.perf_counter() - started)
         say(f"    encode, batch size {batch_size}: {rates[batch_size]:.1f} texts/s")
     return rates
@@ -98,8 +104,10 @@ def run_pipeline(*, content: bytes, concurrency: int, label: str) -> tuple[data.
     if times.status not in ("ready", "partial"):
         raise RuntimeError(f"document ended {times.status}")
     batches, texts = after["batches"] - before["batches"], after["items"] - before["items"]
-    say(f"    {times.from_dispatch:.1f} s from end of parse to final ({times.chunks / times.from_dispatch:.1f} "
-        f"chunks/s); {batches} model calls for {texts} texts")
+    say(
+        f"    {times.from_dispatch:.1f} s from end of parse to final ({times.chunks / times.from_dispatch:.1f} "
+        f"chunks/s); {batches} model calls for {texts} texts"
+    )
     return times, batches, texts
 
 
@@ -121,7 +129,8 @@ def run(*, quick: bool) -> list[Result]:
         passes[concurrency] = run_pipeline(content=content, concurrency=concurrency, label=str(concurrency))
         stored = list(
             Chunk.objects.filter(document_id=passes[concurrency][0].document_id)
-            .order_by("position").values_list("content", flat=True)
+            .order_by("position")
+            .values_list("content", flat=True)
         )
         if stored != texts:
             raise RuntimeError("the pipeline's chunks differ from the texts the baseline encoded")
@@ -140,7 +149,7 @@ def run(*, quick: bool) -> list[Result]:
         results.append(
             Result(
                 row=f"2 model-bound, embed worker threads x{concurrency} ({setting}): {times.chunks} corpus chunks, "
-                    "local model, one task per chunk",
+                "local model, one task per chunk",
                 measured=f"{pipeline_rate:.1f} chunks/s",
                 baseline=f"{best_rate:.1f} texts/s",
                 ratio=ratio,

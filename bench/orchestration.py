@@ -3,6 +3,7 @@ whole pipeline with the `hash` embedder (real ingest and embed workers, real
 Redis and PostgreSQL), against a no-op Celery chord of as many tasks on the
 same workers: what the pipeline's bookkeeping costs per chunk beyond
 Celery's own per-task cost."""
+
 from __future__ import annotations
 
 import random
@@ -77,13 +78,31 @@ def embed_task_profile(content: bytes) -> tuple[int, float]:
 
     texts = data.chunk_texts(content, "doc.md", "hash")
     project = services.project_create(name="embed-task-profile", embedder="hash")
-    job = Job.objects.create(kind=jobkinds.INDEX_DOCUMENT, status=Job.Status.RUNNING, project_id=project.id,
-                             started_at=timezone.now(), chunks_created=len(texts))
-    document = Document.objects.create(project=project, filename="profile.md", file="bench/profile.md",
-                                       file_type="markdown", size_bytes=1, content_sha256="0" * 64,
-                                       status=Document.Status.INDEXING, current_job=job, generation=1)
-    chunk = Chunk.objects.create(document=document, position=1, content=texts[1] + " profile",
-                                 content_sha256="1" * 64, status=Chunk.Status.PENDING)
+    job = Job.objects.create(
+        kind=jobkinds.INDEX_DOCUMENT,
+        status=Job.Status.RUNNING,
+        project_id=project.id,
+        started_at=timezone.now(),
+        chunks_created=len(texts),
+    )
+    document = Document.objects.create(
+        project=project,
+        filename="profile.md",
+        file="bench/profile.md",
+        file_type="markdown",
+        size_bytes=1,
+        content_sha256="0" * 64,
+        status=Document.Status.INDEXING,
+        current_job=job,
+        generation=1,
+    )
+    chunk = Chunk.objects.create(
+        document=document,
+        position=1,
+        content=texts[1] + " profile",
+        content_sha256="1" * 64,
+        status=Chunk.Status.PENDING,
+    )
     with CaptureQueriesContext(connection) as captured:
         services.chunk_embed(chunk_id=chunk.id)
     started = time.perf_counter()
@@ -132,23 +151,27 @@ def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> R
         times = run_pipeline(content=content, name=f"orchestration-{label}")
         pipeline_cpu = cpu_per_item(cpu, group.cpu_seconds(), times.chunks)
         sharing = per_operation(before, coalescing_stats(embed_node))
-        say(f"    {times.from_dispatch:.1f} s from end of parse to final ({times.chunks / times.from_dispatch:.0f} "
-            f"chunks/s); {times.from_job_start:.1f} s from job start")
+        say(
+            f"    {times.from_dispatch:.1f} s from end of parse to final ({times.chunks / times.from_dispatch:.0f} "
+            f"chunks/s); {times.from_job_start:.1f} s from job start"
+        )
         say(f"    CPU per chunk (parse included): {pipeline_cpu}")
         say(f"    chunks per operation: {sharing}")
         say(f"  no-op chord of {chunks} tasks again ...")
         chord_second = run_chord(chunks)
         say(f"    {chord_second:.1f} s ({chunks / chord_second:.0f} tasks/s)")
     statements, embed_seconds = embed_task_profile(content)
-    say(f"    one chunk_embed sends {statements} SQL statements; the hash embedder alone takes "
-        f"{embed_seconds * 1000:.2f} ms per chunk")
+    say(
+        f"    one chunk_embed sends {statements} SQL statements; the hash embedder alone takes "
+        f"{embed_seconds * 1000:.2f} ms per chunk"
+    )
     chord_rate = chunks / ((chord_first + chord_second) / 2)
     pipeline_rate = times.chunks / times.from_dispatch
     ratio = pipeline_rate / chord_rate
     return Result(
         row=f"1 orchestration, embed worker {pool} x{concurrency}"
-            f"{' (the Procfile' + chr(39) + 's)' if (pool, concurrency) == SETTINGS[0] else ' (alternative)'}: "
-            f"{times.chunks}-chunk document vs no-op chord",
+        f"{' (the Procfile' + chr(39) + 's)' if (pool, concurrency) == SETTINGS[0] else ' (alternative)'}: "
+        f"{times.chunks}-chunk document vs no-op chord",
         measured=f"{pipeline_rate:.0f} chunks/s",
         baseline=f"{chord_rate:.0f} tasks/s",
         ratio=ratio,

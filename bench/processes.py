@@ -5,6 +5,7 @@ Every process starts in its own session, so stopping it takes its children
 (prefork pool processes) too; `ProcessGroup` is a context manager and stops
 everything it started, whatever happened meanwhile.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,11 @@ class ProcessGroup:
     def spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         with open(self.log_path(name), "wb") as log:
             process = subprocess.Popen(
-                command, env=self.environment, cwd=env.BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                env=self.environment,
+                cwd=env.BASE_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.processes[name] = process
@@ -56,10 +61,27 @@ class ProcessGroup:
         node = f"{name}-bench-{os.getpid()}@{socket.gethostname()}"
         self.spawn(
             name,
-            [sys.executable, "-m", "celery", "-A", "mirage", "worker", "-Q", queues, "-n", node,
-             "--pool", pool, "--concurrency", str(concurrency), "-l", "info",
-             # Registers the no-op tasks and the batcher statistics command.
-             "--include", "bench.worker_extras"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "mirage",
+                "worker",
+                "-Q",
+                queues,
+                "-n",
+                node,
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "-l",
+                "info",
+                # Registers the no-op tasks and the batcher statistics command.
+                "--include",
+                "bench.worker_extras",
+            ],
         )
         self._wait(lambda: self._answers(node), timeout=120, what=f"worker {node}", name=name)
         return node
@@ -76,8 +98,19 @@ class ProcessGroup:
         port = free_port()
         self.spawn(
             "web",
-            [sys.executable, "-m", "uvicorn", "mirage.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "mirage.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
         )
         base = f"http://127.0.0.1:{port}"
         self._wait(lambda: _port_open(port), timeout=60, what="uvicorn", name="web")

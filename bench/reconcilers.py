@@ -3,6 +3,7 @@ reconciler with 100,000 finished documents (with their jobs and chunks) in
 the database, against the same tick on an empty database; and the plans
 PostgreSQL chooses for their queries (the partial indexes on active rows
 are what keep a tick independent of history)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -89,22 +90,101 @@ def load_history(documents: int) -> float:
         numbers = range(start, min(documents, start + BATCH))
         data.copy_rows(
             "jobs_job",
-            ("id", "kind", "status", "project_id", "subject_id", "progress_percentage", "progress_message",
-             "files_scanned", "files_indexed", "chunks_created", "chunks_failed", "error_message", "error_type",
-             "error_traceback", "created_at", "updated_at", "started_at", "completed_at", "metadata",
-             "celery_task_id", "celery_chord_id"),
-            ((first_job + n, "index_document", "completed", project.id, first_document + n, 100,
-              f"{CHUNKS_PER_DOCUMENT}/{CHUNKS_PER_DOCUMENT} chunks embedded", 0, 1, CHUNKS_PER_DOCUMENT, 0, "", "",
-              "", long_ago, long_ago, long_ago, long_ago, "{}", "", "") for n in numbers),
+            (
+                "id",
+                "kind",
+                "status",
+                "project_id",
+                "subject_id",
+                "progress_percentage",
+                "progress_message",
+                "files_scanned",
+                "files_indexed",
+                "chunks_created",
+                "chunks_failed",
+                "error_message",
+                "error_type",
+                "error_traceback",
+                "created_at",
+                "updated_at",
+                "started_at",
+                "completed_at",
+                "metadata",
+                "celery_task_id",
+                "celery_chord_id",
+            ),
+            (
+                (
+                    first_job + n,
+                    "index_document",
+                    "completed",
+                    project.id,
+                    first_document + n,
+                    100,
+                    f"{CHUNKS_PER_DOCUMENT}/{CHUNKS_PER_DOCUMENT} chunks embedded",
+                    0,
+                    1,
+                    CHUNKS_PER_DOCUMENT,
+                    0,
+                    "",
+                    "",
+                    "",
+                    long_ago,
+                    long_ago,
+                    long_ago,
+                    long_ago,
+                    "{}",
+                    "",
+                    "",
+                )
+                for n in numbers
+            ),
         )
         data.copy_rows(
             "documents_document",
-            ("id", "project_id", "filename", "file", "file_type", "size_bytes", "content_sha256", "status",
-             "error_message", "metadata", "generation", "current_job_id", "created_at", "updated_at",
-             "parsing_started_at", "parsing_finished_at", "embedding_finished_at", "indexed_at"),
-            ((first_document + n, project.id, f"history-{n}.md", f"bench/history-{n}.md", "markdown", 1000,
-              hashlib.sha256(str(n).encode()).hexdigest(), "ready", "", "{}", 1, first_job + n, long_ago, long_ago,
-              long_ago, long_ago, long_ago, long_ago) for n in numbers),
+            (
+                "id",
+                "project_id",
+                "filename",
+                "file",
+                "file_type",
+                "size_bytes",
+                "content_sha256",
+                "status",
+                "error_message",
+                "metadata",
+                "generation",
+                "current_job_id",
+                "created_at",
+                "updated_at",
+                "parsing_started_at",
+                "parsing_finished_at",
+                "embedding_finished_at",
+                "indexed_at",
+            ),
+            (
+                (
+                    first_document + n,
+                    project.id,
+                    f"history-{n}.md",
+                    f"bench/history-{n}.md",
+                    "markdown",
+                    1000,
+                    hashlib.sha256(str(n).encode()).hexdigest(),
+                    "ready",
+                    "",
+                    "{}",
+                    1,
+                    first_job + n,
+                    long_ago,
+                    long_ago,
+                    long_ago,
+                    long_ago,
+                    long_ago,
+                    long_ago,
+                )
+                for n in numbers
+            ),
         )
         # No reconciler reads a vector: the chunks carry a 1-dimensional
         # placeholder under a model name no HNSW index covers, so the load
@@ -112,9 +192,26 @@ def load_history(documents: int) -> float:
         data.copy_rows(
             "documents_chunk",
             data.CHUNK_COLUMNS,
-            ((first_document + n, position, f"history chunk {position} of {n}", "0" * 64, 4, "{}", "ready", "[1]",
-              "bench-placeholder", 1, "", long_ago, long_ago, long_ago)
-             for n in numbers for position in range(CHUNKS_PER_DOCUMENT)),
+            (
+                (
+                    first_document + n,
+                    position,
+                    f"history chunk {position} of {n}",
+                    "0" * 64,
+                    4,
+                    "{}",
+                    "ready",
+                    "[1]",
+                    "bench-placeholder",
+                    1,
+                    "",
+                    long_ago,
+                    long_ago,
+                    long_ago,
+                )
+                for n in numbers
+                for position in range(CHUNKS_PER_DOCUMENT)
+            ),
         )
     with connection.cursor() as cursor:
         for table in ("jobs_job", "documents_document"):

@@ -1,6 +1,7 @@
 """Row 6: reindexing an unchanged document must not call the embedding
 provider, and should cost a fraction of the first index. A real corpus
 file through real workers, with an embedder that counts its calls."""
+
 from __future__ import annotations
 
 from bench import data, embedders, env
@@ -24,15 +25,19 @@ def run(*, quick: bool) -> list[Result]:
         say(f"  first index of {source.name}")
         first = data.wait_job(data.submit(project, source.read_bytes(), source.name).job.id, timeout=900)
         first_calls, first_texts = embedders.counts()
-        say(f"    {first.status}, {first.chunks} chunks, {first.from_job_created:.1f} s; "
-            f"{first_calls} provider calls for {first_texts} texts")
+        say(
+            f"    {first.status}, {first.chunks} chunks, {first.from_job_created:.1f} s; "
+            f"{first_calls} provider calls for {first_texts} texts"
+        )
         embedders.reset_counts()
         say("  reindex of the unchanged file")
         job = services.document_reindex(document=Document.objects.get(id=first.document_id))
         second = data.wait_job(job.id, timeout=900)
         calls, texts = embedders.counts()
-        say(f"    {second.status}, {second.chunks} chunks, {second.from_job_created:.1f} s; "
-            f"{calls} provider calls for {texts} texts")
+        say(
+            f"    {second.status}, {second.chunks} chunks, {second.from_job_created:.1f} s; "
+            f"{calls} provider calls for {texts} texts"
+        )
     if second.status != first.status:
         raise RuntimeError(f"reindex ended {second.status}, first index {first.status}")
     return [

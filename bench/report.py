@@ -1,4 +1,5 @@
 """Rows of the results table, and progress lines while they are measured."""
+
 from __future__ import annotations
 
 import time

@@ -1,6 +1,7 @@
 """Row 3: status reads. The documents list with progress must cost the same
 number of SQL queries for 10 documents as for 1,000, and stay quick under
 20 concurrent clients (compared with /healthz under the same load)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,24 +31,50 @@ def create_documents(project, count: int) -> None:
     now = timezone.now()
     jobs = Job.objects.bulk_create(
         [
-            Job(kind=jobkinds.INDEX_DOCUMENT, status=Job.Status.RUNNING, project_id=project.id,
-                progress_percentage=50, started_at=now)
+            Job(
+                kind=jobkinds.INDEX_DOCUMENT,
+                status=Job.Status.RUNNING,
+                project_id=project.id,
+                progress_percentage=50,
+                started_at=now,
+            )
             for _ in range(count)
         ]
     )
     documents = Document.objects.bulk_create(
         [
-            Document(project=project, filename=f"doc-{number}.md", file=f"bench/doc-{number}.md",
-                     file_type="markdown", size_bytes=1000,
-                     content_sha256=hashlib.sha256(f"{project.id}-{number}".encode()).hexdigest(),
-                     status=Document.Status.INDEXING, current_job=job, parsing_finished_at=now)
+            Document(
+                project=project,
+                filename=f"doc-{number}.md",
+                file=f"bench/doc-{number}.md",
+                file_type="markdown",
+                size_bytes=1000,
+                content_sha256=hashlib.sha256(f"{project.id}-{number}".encode()).hexdigest(),
+                status=Document.Status.INDEXING,
+                current_job=job,
+                parsing_finished_at=now,
+            )
             for number, job in enumerate(jobs)
         ]
     )
     vector = data.vector_text([1.0] + [0.0] * 383)
     rows = (
-        (document.id, position, f"chunk {position} of {document.id}", "0" * 64, 5, "{}", status,
-         vector if status == "ready" else None, "hash-384" if status == "ready" else "", 1, "", now, now, now)
+        (
+            document.id,
+            position,
+            f"chunk {position} of {document.id}",
+            "0" * 64,
+            5,
+            "{}",
+            status,
+            vector if status == "ready" else None,
+            "hash-384" if status == "ready" else "",
+            1,
+            "",
+            now,
+            now,
+            now,
+        )
         for document in documents
         for position, status in enumerate(CHUNK_STATUSES[:CHUNKS_PER_DOCUMENT])
     )
@@ -161,6 +188,7 @@ def run(*, quick: bool) -> list[Result]:
         def request():
             response = api.get(f"/api/v1/projects/{project.id}/documents/")
             assert response.status_code == 200, response.content[:500]
+
         return request
 
     def select_all(project):
@@ -169,8 +197,10 @@ def run(*, quick: bool) -> list[Result]:
     list_page(small_project)()  # content types, auth tables: first-request caches
     api_small, api_large = count_queries(list_page(small_project)), count_queries(list_page(large_project))
     selector_small, selector_large = count_queries(select_all(small_project)), count_queries(select_all(large_project))
-    say(f"    API list page: {api_small} queries for 10 documents, {api_large} for {large}; "
-        f"selector over all: {selector_small} and {selector_large}")
+    say(
+        f"    API list page: {api_small} queries for 10 documents, {api_large} for {large}; "
+        f"selector over all: {selector_small} and {selector_large}"
+    )
 
     per_client = 5 if quick else 20
     health_per_client = 3 if quick else 5
@@ -183,15 +213,19 @@ def run(*, quick: bool) -> list[Result]:
         connections_before = open_connections()
         list_latencies, list_codes = load(base_url, list_path, headers, requests_per_client=per_client)
         connections_after = open_connections()
-        say(f"    database connections of the benchmark database: {connections_before} before the load, "
-            f"{connections_after} after")
+        say(
+            f"    database connections of the benchmark database: {connections_before} before the load, "
+            f"{connections_after} after"
+        )
         say(f"  {CLIENTS} clients x {health_per_client} /healthz requests (timeout {REQUEST_TIMEOUT:.0f} s each)")
         health_latencies, health_codes = load(base_url, "/healthz", headers, requests_per_client=health_per_client)
     list_p50, list_p95 = statistics.median(list_latencies), percentile(list_latencies, 0.95)
     health_p50 = statistics.median(health_latencies) if health_latencies else float("nan")
     health_p95 = percentile(health_latencies, 0.95)
-    say(f"    list alone {alone * 1000:.0f} ms; under load p50 {list_p50 * 1000:.0f} ms p95 {list_p95 * 1000:.0f} ms "
-        f"{list_codes}; healthz p50 {health_p50 * 1000:.0f} ms p95 {health_p95 * 1000:.0f} ms {health_codes}")
+    say(
+        f"    list alone {alone * 1000:.0f} ms; under load p50 {list_p50 * 1000:.0f} ms p95 {list_p95 * 1000:.0f} ms "
+        f"{list_codes}; healthz p50 {health_p50 * 1000:.0f} ms p95 {health_p95 * 1000:.0f} ms {health_codes}"
+    )
     health_unanswered = sum(count for outcome, count in health_codes.items() if not isinstance(outcome, int))
     return [
         Result(
@@ -201,8 +235,10 @@ def run(*, quick: bool) -> list[Result]:
             ratio=api_large / api_small,
             goal="equal (1.00)",
             met=api_large == api_small,
-            notes=[f"selectors.documents_with_progress over every document of the project: {selector_small} "
-                   f"query for 10, {selector_large} for {large}"],
+            notes=[
+                f"selectors.documents_with_progress over every document of the project: {selector_small} "
+                f"query for 10, {selector_large} for {large}"
+            ],
         ),
         Result(
             row=f"3 status reads: list page ({large}-document project) vs /healthz, {CLIENTS} clients, p50",

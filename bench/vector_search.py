@@ -6,6 +6,7 @@ exact scan of every row): latency and recall@10, for a project holding 99%
 of the chunks (practically unfiltered; semantic() walks the HNSW index) and
 one holding 1% (filtered; semantic() computes the project's distances
 exactly, as it does for every project up to MIRAGE_EXACT_SEARCH_MAX_CHUNKS)."""
+
 from __future__ import annotations
 
 import statistics
@@ -44,17 +45,41 @@ def load_chunks(projects_and_counts, *, documents_per_project: int) -> dict:
     for project, count in projects_and_counts:
         documents = Document.objects.bulk_create(
             [
-                Document(project=project, filename=f"search-{number}.txt", file=f"bench/search-{number}.txt",
-                         file_type="text", size_bytes=1, content_sha256=f"{project.id:032d}{number:032d}",
-                         status=Document.Status.READY, parsing_finished_at=now, embedding_finished_at=now,
-                         indexed_at=now)
+                Document(
+                    project=project,
+                    filename=f"search-{number}.txt",
+                    file=f"bench/search-{number}.txt",
+                    file_type="text",
+                    size_bytes=1,
+                    content_sha256=f"{project.id:032d}{number:032d}",
+                    status=Document.Status.READY,
+                    parsing_finished_at=now,
+                    embedding_finished_at=now,
+                    indexed_at=now,
+                )
                 for number in range(documents_per_project)
             ]
         )
         for position in range(count):
             document = documents[position % len(documents)]
-            rows.append((document.id, position, texts[offset + position], "0" * 64, WORDS_PER_CHUNK, "{}", "ready",
-                         vectors[offset + position], MODEL, 1, "", now, now, now))
+            rows.append(
+                (
+                    document.id,
+                    position,
+                    texts[offset + position],
+                    "0" * 64,
+                    WORDS_PER_CHUNK,
+                    "{}",
+                    "ready",
+                    vectors[offset + position],
+                    MODEL,
+                    1,
+                    "",
+                    now,
+                    now,
+                    now,
+                )
+            )
         offset += count
     started = time.perf_counter()
     data.copy_rows("documents_chunk", data.CHUNK_COLUMNS, rows)
@@ -117,8 +142,9 @@ def plan_summary(project, vector, *, exact: bool) -> str:
         (semantic_ann if exact else semantic)(project=project, vector=vector, k=K)
     query = next(entry["sql"] for entry in captured.captured_queries if "<=>" in entry["sql"])
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                       "set_config('hnsw.ef_search', '100', true)")
+        cursor.execute(
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', '100', true)"
+        )
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
         cursor.execute("EXPLAIN " + query)
@@ -134,15 +160,19 @@ def diagnostics(project, queries, exact_ids: list[list[int]], *, filtered: bool)
     project's rows."""
     if filtered:
         bitmap_times = [timed_search(project, vector, exact=True, bitmap_only=True)[0] for vector in queries]
-        return (f"exact scan through bitmap index scans of the project's rows (sequential scans also off): "
-                f"median {statistics.median(bitmap_times) * 1000:.1f} ms")
+        return (
+            f"exact scan through bitmap index scans of the project's rows (sequential scans also off): "
+            f"median {statistics.median(bitmap_times) * 1000:.1f} ms"
+        )
     wide_times, wide_recalls = [], []
     for vector, truth in zip(queries, exact_ids, strict=True):
         seconds, ids = timed_search(project, vector, exact=False, k=400)
         wide_times.append(seconds)
         wide_recalls.append(len(set(ids) & set(truth)) / max(1, len(truth)))
-    text = (f"with ef_search 400 (semantic(k=400), first {K} kept): recall {statistics.mean(wide_recalls):.3f}, "
-            f"median {statistics.median(wide_times) * 1000:.1f} ms")
+    text = (
+        f"with ef_search 400 (semantic(k=400), first {K} kept): recall {statistics.mean(wide_recalls):.3f}, "
+        f"median {statistics.median(wide_times) * 1000:.1f} ms"
+    )
     return text
 
 
@@ -162,8 +192,10 @@ def measure(project, label: str, queries, *, filtered: bool) -> list[Result]:
     recall = statistics.mean(recalls)
     hnsw_plan = plan_summary(project, queries[0], exact=False)
     exact_plan = plan_summary(project, queries[0], exact=True)
-    say(f"    {label}: semantic() {hnsw_ms:.1f} ms, exact scan {exact_ms:.1f} ms (medians of {len(queries)}), "
-        f"recall@{K} {recall:.3f}")
+    say(
+        f"    {label}: semantic() {hnsw_ms:.1f} ms, exact scan {exact_ms:.1f} ms (medians of {len(queries)}), "
+        f"recall@{K} {recall:.3f}"
+    )
     say(f"      plan, product query: {hnsw_plan}")
     say(f"      plan, index scans off: {exact_plan}")
     extra = diagnostics(project, queries, truths, filtered=filtered)
@@ -177,9 +209,11 @@ def measure(project, label: str, queries, *, filtered: bool) -> list[Result]:
             ratio=ratio,
             goal=f">= {LATENCY_GOAL:.0f}x faster",
             met=ratio >= LATENCY_GOAL,
-            notes=[f"{label}: p95 semantic() {sorted(hnsw_times)[int(0.95 * len(hnsw_times))] * 1000:.1f} ms, exact "
-                   f"{sorted(exact_times)[int(0.95 * len(exact_times))] * 1000:.1f} ms; plan of the product query: "
-                   f"{hnsw_plan}; with index scans off: {exact_plan}"],
+            notes=[
+                f"{label}: p95 semantic() {sorted(hnsw_times)[int(0.95 * len(hnsw_times))] * 1000:.1f} ms, exact "
+                f"{sorted(exact_times)[int(0.95 * len(exact_times))] * 1000:.1f} ms; plan of the product query: "
+                f"{hnsw_plan}; with index scans off: {exact_plan}"
+            ],
         ),
         Result(
             row=f"4 search recall@{K}, {label}: semantic() vs exact",
@@ -188,8 +222,10 @@ def measure(project, label: str, queries, *, filtered: bool) -> list[Result]:
             ratio=recall,
             goal=f">= {RECALL_GOAL:.2f}",
             met=recall >= RECALL_GOAL,
-            notes=[f"{label}: worst query recall {min(recalls):.2f}; queries under {RECALL_GOAL}: "
-                   f"{sum(1 for value in recalls if value < RECALL_GOAL)} of {len(recalls)}; diagnostics: {extra}"],
+            notes=[
+                f"{label}: worst query recall {min(recalls):.2f}; queries under {RECALL_GOAL}: "
+                f"{sum(1 for value in recalls if value < RECALL_GOAL)} of {len(recalls)}; diagnostics: {extra}"
+            ],
         ),
     ]
 
@@ -209,11 +245,15 @@ def run(*, quick: bool) -> list[Result]:
         # Built once after the load, as an operator would for a bulk import,
         # rather than updated row by row.
         cursor.execute(f"DROP INDEX IF EXISTS {vectorindex.index_name(MODEL, 384)}")
-    say(f"  embedding and loading {total} chunks of {WORDS_PER_CHUNK} consecutive words from the "
-        f"{len(data.corpus_words())}-word corpus text ({total - small} in one project, {small} in another)")
+    say(
+        f"  embedding and loading {total} chunks of {WORDS_PER_CHUNK} consecutive words from the "
+        f"{len(data.corpus_words())}-word corpus text ({total - small} in one project, {small} in another)"
+    )
     timings = load_chunks([(big_project, total - small), (small_project, small)], documents_per_project=10)
-    say(f"    hash embedding {timings['embed_seconds']:.1f} s, COPY {timings['copy_seconds']:.1f} s "
-        f"({total / timings['copy_seconds']:.0f} rows/s)")
+    say(
+        f"    hash embedding {timings['embed_seconds']:.1f} s, COPY {timings['copy_seconds']:.1f} s "
+        f"({total / timings['copy_seconds']:.0f} rows/s)"
+    )
     say(f"  building the HNSW index (maintenance_work_mem {MAINTENANCE_WORK_MEM}, 1 parallel worker)")
     build_seconds = build_index()
     say(f"    built in {build_seconds:.1f} s")

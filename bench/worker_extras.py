@@ -1,6 +1,7 @@
 """Loaded into benchmark workers with `--include`: the no-op chord's tasks,
 and a remote-control command that reads the embed worker's coalescer
 counters without adding anything to the measured tasks."""
+
 from __future__ import annotations
 
 import time

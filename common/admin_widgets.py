@@ -1,5 +1,6 @@
 """The small pieces every Mirage admin page shares: live badges and progress
 bars, the id list of a progress feed, the read-only base."""
+
 from __future__ import annotations
 
 import json

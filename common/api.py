@@ -1,4 +1,5 @@
 """API plumbing shared by the apps: strict input, predictable errors."""
+
 from __future__ import annotations
 
 import logging
@@ -114,7 +115,12 @@ def not_found(request, exception):
 
 
 # Failures of the services behind the API, not of the request: answered 503.
-SERVICE_ERRORS = (DatabaseOperationalError, kombu.exceptions.OperationalError, redis.ConnectionError, redis.TimeoutError)
+SERVICE_ERRORS = (
+    DatabaseOperationalError,
+    kombu.exceptions.OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
 
 
 def _service_name(exc: Exception) -> str:
@@ -132,8 +138,10 @@ def exception_handler(exc, context):
     if response is None and isinstance(exc, SERVICE_ERRORS):
         logger.warning("API request failed: a service does not answer: %s", exc)
         return Response(
-            {"detail": f"{_service_name(exc)} does not answer; try again shortly (a repeated upload is recognised "
-                       "by its content and never stored twice)."},
+            {
+                "detail": f"{_service_name(exc)} does not answer; try again shortly (a repeated upload is recognised "
+                "by its content and never stored twice)."
+            },
             status=503,
             headers={"Retry-After": "5"},
         )

@@ -1,6 +1,7 @@
 """Token authentication under both schemes clients use: `Authorization:
 Token <key>` (DRF's) and `Authorization: Bearer <key>` (what most HTTP
 clients and API gateways send). Both take the same tokens."""
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import TokenAuthentication
 

@@ -5,6 +5,7 @@ events of the projects it asks for, and a reconnecting client resumes from
 its `Last-Event-ID` (the stream entry id). Publishing is best effort: a
 broker outage must never fail the state change that produced the event.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,15 @@ def publish_monotonic(*, project_id: int | None, event: str, data: dict, key: st
         return
     try:
         client().eval(
-            _PUBLISH_IF_HIGHER, 2, redis_key("rank", key), stream_key(project_id),
-            rank, RANK_TTL_SECONDS, STREAM_MAX_LENGTH, event, json.dumps(data, default=str),
+            _PUBLISH_IF_HIGHER,
+            2,
+            redis_key("rank", key),
+            stream_key(project_id),
+            rank,
+            RANK_TTL_SECONDS,
+            STREAM_MAX_LENGTH,
+            event,
+            json.dumps(data, default=str),
         )
     except redis.RedisError as exc:
         logger.warning("event %s for project %s not published: %s", event, project_id, exc)

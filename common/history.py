@@ -4,6 +4,7 @@ Callers are the transition functions (status changes) and the services that
 act on a project's data (audit). Rows are written in the caller's
 transaction, so a change and its record commit or roll back together.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,6 +70,10 @@ def history_purge(*, now=None) -> int:
     changes, _ = StatusChange.objects.filter(at__lt=cutoff).delete()
     audits, _ = AuditEntry.objects.filter(at__lt=cutoff).delete()
     if changes or audits:
-        logger.info("purged %s status changes and %s audit entries older than %s days",
-                    changes, audits, settings.MIRAGE_HISTORY_RETENTION_DAYS)
+        logger.info(
+            "purged %s status changes and %s audit entries older than %s days",
+            changes,
+            audits,
+            settings.MIRAGE_HISTORY_RETENTION_DAYS,
+        )
     return changes + audits

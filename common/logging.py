@@ -1,4 +1,5 @@
 """Logging filters."""
+
 from __future__ import annotations
 
 import logging

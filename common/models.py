@@ -1,6 +1,7 @@
 """The durable record of what happened: every status change of a document or
 a job, and a project's audit log. Rows point at what they record by plain
 ids, so they outlive it (until MIRAGE_HISTORY_RETENTION_DAYS)."""
+
 from django.db import models
 from django.db.models import Q
 

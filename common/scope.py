@@ -4,6 +4,7 @@ The app that owns projects registers the rule at start-up, so the apps that
 only refer to projects by id (jobs, history, audit) scope their reads the
 same way without importing it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

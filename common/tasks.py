@@ -1,4 +1,5 @@
 """Reconciler of the history and audit log, run by Celery beat."""
+
 from celery import shared_task
 
 from common import history

@@ -4,6 +4,7 @@ Documents are read-only here: every change (upload, retry, reindex, cancel)
 goes through documents.services or jobs.services, and a refusal
 (DocumentBusy, JobAlreadyFinished) is shown as a message.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -98,8 +99,16 @@ class ProjectCreateForm(forms.ModelForm):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "embedder", "embedding_model", "embedding_dimensions", "member_count",
-                    "document_count", "paused_state", "created_at"]
+    list_display = [
+        "name",
+        "embedder",
+        "embedding_model",
+        "embedding_dimensions",
+        "member_count",
+        "document_count",
+        "paused_state",
+        "created_at",
+    ]
     search_fields = ["name"]
     filter_horizontal = ["members"]
     actions = ["pause_projects", "resume_projects"]
@@ -131,8 +140,10 @@ class ProjectAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{project.name}: resumed", messages.SUCCESS)
 
     def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).annotate(
-            member_total=Count("members", distinct=True), document_total=Count("documents", distinct=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(member_total=Count("members", distinct=True), document_total=Count("documents", distinct=True))
         )
 
     def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):
@@ -143,8 +154,17 @@ class ProjectAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj=None):
         if obj is None:
             return ["name", "embedder", "members"]
-        return ["name", "members", "max_documents", "max_chunks", "max_upload_mb_total", "embedder",
-                "embedding_model", "embedding_dimensions", "created_at"]
+        return [
+            "name",
+            "members",
+            "max_documents",
+            "max_chunks",
+            "max_upload_mb_total",
+            "embedder",
+            "embedding_model",
+            "embedding_dimensions",
+            "created_at",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         # Every vector of a project comes from the model pinned at creation;
@@ -158,8 +178,13 @@ class ProjectAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             quotas = {name: form.cleaned_data.get(name) for name in QUOTA_FIELDS if name in form.changed_data}
             if quotas:
-                history.audit_record(project_id=obj.id, actor=history.operator_actor(request.user),
-                                     action="project.quotas", target=f"project {obj.name}", **quotas)
+                history.audit_record(
+                    project_id=obj.id,
+                    actor=history.operator_actor(request.user),
+                    action="project.quotas",
+                    target=f"project {obj.name}",
+                    **quotas,
+                )
             return
         project = services.project_create(
             name=form.cleaned_data["name"],
@@ -232,18 +257,45 @@ class StuckFilter(admin.SimpleListFilter):
 class DocumentAdmin(ReadOnlyModelAdmin):
     # Sized for 1,280 px beside the filters (tests/browser/test_admin_layout.py):
     # the file type rides under the name, long names and reasons wrap.
-    list_display = ["filename_with_type", "status_badge", "progress_bar", "project", "created_at_display",
-                    "indexed_at_live", "error_summary"]
+    list_display = [
+        "filename_with_type",
+        "status_badge",
+        "progress_bar",
+        "project",
+        "created_at_display",
+        "indexed_at_live",
+        "error_summary",
+    ]
     list_display_links = ["filename_with_type"]
     list_filter = ["status", "file_type", "project", HasFailedChunksFilter, StuckFilter]
     search_fields = ["filename"]
-    actions = ["retry_failed_chunks", "retry_failed_and_truncated_chunks", "retry_failed_chunks_high",
-               "reindex_documents", "reindex_documents_high", "cancel_documents"]
+    actions = [
+        "retry_failed_chunks",
+        "retry_failed_and_truncated_chunks",
+        "retry_failed_chunks_high",
+        "reindex_documents",
+        "reindex_documents_high",
+        "cancel_documents",
+    ]
     fieldsets = [
-        (None, {"fields": ["filename", "project", "file_type", "size", "status_badge", "progress_bar",
-                           "error_message_live"]}),
-        ("Stored file", {"fields": ["stored_file", "content_sha256", "generation", "metadata_block"],
-                         "classes": ["collapse"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "filename",
+                    "project",
+                    "file_type",
+                    "size",
+                    "status_badge",
+                    "progress_bar",
+                    "error_message_live",
+                ]
+            },
+        ),
+        (
+            "Stored file",
+            {"fields": ["stored_file", "content_sha256", "generation", "metadata_block"], "classes": ["collapse"]},
+        ),
     ]
     readonly_fields = ["size", "status_badge", "progress_bar", "error_message_live", "stored_file", "metadata_block"]
 
@@ -310,31 +362,44 @@ class DocumentAdmin(ReadOnlyModelAdmin):
             "job": job,
             "job_state": admin_views.document_job_state(document),
             "job_kind_label": registry.label_for(job.kind) if job else "",
-            "job_url": reverse("admin:jobs_job_change", args=[job.id], current_app=self.admin_site.name)
-            if job else "",
+            "job_url": reverse("admin:jobs_job_change", args=[job.id], current_app=self.admin_site.name) if job else "",
             "flower_links": [
                 (label, task_id, flower_task_url(task_id))
-                for label, task_id in (("Task", job.celery_task_id if job else ""),
-                                       ("Chord", job.celery_chord_id if job else ""))
+                for label, task_id in (
+                    ("Task", job.celery_task_id if job else ""),
+                    ("Chord", job.celery_chord_id if job else ""),
+                )
                 if task_id
             ],
             "chunk_page": page,
             "chunk_status": chunk_status,
             "chunks_notice": admin_views.chunks_notice(document, chunk_status=chunk_status),
             "chunk_filters": [
-                {"status": "", "label": "All", "count": document.chunks_total, "field": "chunks_total",
-                 "url": self._chunk_query(request, status="")},
+                {
+                    "status": "",
+                    "label": "All",
+                    "count": document.chunks_total,
+                    "field": "chunks_total",
+                    "url": self._chunk_query(request, status=""),
+                },
                 *[
-                    {"status": status, "label": status, "count": counts[status], "field": f"chunks_{status}",
-                     "url": self._chunk_query(request, status=status)}
+                    {
+                        "status": status,
+                        "label": status,
+                        "count": counts[status],
+                        "field": f"chunks_{status}",
+                        "url": self._chunk_query(request, status=status),
+                    }
                     for status in Chunk.Status.values
                 ],
             ],
             "chunk_page_urls": {
                 "previous": self._chunk_query(request, status=chunk_status, page=page.previous_page_number())
-                if page.has_previous() else "",
+                if page.has_previous()
+                else "",
                 "next": self._chunk_query(request, status=chunk_status, page=page.next_page_number())
-                if page.has_next() else "",
+                if page.has_next()
+                else "",
             },
         }
 
@@ -369,8 +434,9 @@ class DocumentAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="File", ordering="filename")
     def filename_with_type(self, document: Document) -> str:
-        return format_html('{}<small class="mirage-quiet">{}</small>', document.filename,
-                           document.get_file_type_display())
+        return format_html(
+            '{}<small class="mirage-quiet">{}</small>', document.filename, document.get_file_type_display()
+        )
 
     @admin.display(description="Size", ordering="size_bytes")
     def size(self, document: Document) -> str:
@@ -386,8 +452,7 @@ class DocumentAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="Error")
     def error_message_live(self, document: Document) -> str:
-        return live_field(url=self.live_url, object_id=document.id, field="error_message",
-                          value=document.error_message)
+        return live_field(url=self.live_url, object_id=document.id, field="error_message", value=document.error_message)
 
     @admin.display(description="Why it failed")
     def error_summary(self, document: Document) -> str:
@@ -421,16 +486,18 @@ class DocumentAdmin(ReadOnlyModelAdmin):
 
     @admin.action(description="Retry failed chunks", permissions=["operate"])
     def retry_failed_chunks(self, request: HttpRequest, queryset):
-        return self._start_for_each(request, queryset, services.document_retry_failed,
-                                    "Queued a retry of failed chunks for {documents}.")
+        return self._start_for_each(
+            request, queryset, services.document_retry_failed, "Queued a retry of failed chunks for {documents}."
+        )
 
     @admin.action(description="Retry failed and truncated chunks", permissions=["operate"])
     def retry_failed_and_truncated_chunks(self, request: HttpRequest, queryset):
         def retry(*, document: Document, actor: str):
             return services.document_retry_failed(document=document, include_corrupted=True, actor=actor)
 
-        return self._start_for_each(request, queryset, retry,
-                                    "Queued a retry of failed and truncated chunks for {documents}.")
+        return self._start_for_each(
+            request, queryset, retry, "Queued a retry of failed and truncated chunks for {documents}."
+        )
 
     @admin.action(description="Reindex", permissions=["operate"])
     def reindex_documents(self, request: HttpRequest, queryset):
@@ -448,8 +515,9 @@ class DocumentAdmin(ReadOnlyModelAdmin):
         def start(**kwargs):
             return services.document_retry_failed(priority="high", **kwargs)
 
-        return self._start_for_each(request, queryset, start,
-                                    "Queued a high-priority retry of failed chunks for {documents}.")
+        return self._start_for_each(
+            request, queryset, start, "Queued a high-priority retry of failed chunks for {documents}."
+        )
 
     @admin.action(description="Cancel current job", permissions=["operate"])
     def cancel_documents(self, request: HttpRequest, queryset):
@@ -459,8 +527,11 @@ class DocumentAdmin(ReadOnlyModelAdmin):
                 self.message_user(request, f"{document.filename}: has no job to cancel", messages.WARNING)
                 continue
             try:
-                job_services.job_cancel(job_id=document.current_job_id, actor=history.operator_actor(request.user),
-                                        reason="cancelled in the admin")
+                job_services.job_cancel(
+                    job_id=document.current_job_id,
+                    actor=history.operator_actor(request.user),
+                    reason="cancelled in the admin",
+                )
             except job_services.JobAlreadyFinished as exc:
                 self.message_user(request, f"{document.filename}: {exc}", messages.WARNING)
             else:
@@ -475,7 +546,8 @@ class DocumentAdmin(ReadOnlyModelAdmin):
 
 class PauseForm(forms.ModelForm):
     project = forms.ModelChoiceField(
-        queryset=Project.objects.all(), required=False,
+        queryset=Project.objects.all(),
+        required=False,
         help_text="Blank pauses the whole deployment.",
     )
 
@@ -517,8 +589,9 @@ class PauseAdmin(admin.ModelAdmin):
         return False
 
     def get_fields(self, request: HttpRequest, obj=None):
-        return ["project", "reason"] if obj is None else ["reason", "paused_by", "paused_at", "resumed_by",
-                                                          "resumed_at"]
+        return (
+            ["project", "reason"] if obj is None else ["reason", "paused_by", "paused_at", "resumed_by", "resumed_at"]
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         return [] if obj is None else ["reason", "paused_by", "paused_at", "resumed_by", "resumed_at"]
@@ -533,7 +606,12 @@ class PauseAdmin(admin.ModelAdmin):
                 pause = services.project_pause(project=project, reason=form.cleaned_data["reason"], actor=actor)
         except pauses.AlreadyPaused as exc:
             raise ValidationError(str(exc)) from exc
-        obj.pk, obj.project_id, obj.paused_by, obj.paused_at = pause.pk, pause.project_id, pause.paused_by, pause.paused_at
+        obj.pk, obj.project_id, obj.paused_by, obj.paused_at = (
+            pause.pk,
+            pause.project_id,
+            pause.paused_by,
+            pause.paused_at,
+        )
         obj._state.adding = False
 
     @admin.action(description="Resume (end the selected pauses)", permissions=["change"])

@@ -1,6 +1,7 @@
 """Admin pages for documents beyond the model pages: the live progress feed
 the changelist and change page poll, and the upload form. Both are mounted
 by DocumentAdmin.get_urls behind `admin_site.admin_view` (staff only)."""
+
 from __future__ import annotations
 
 from django import forms
@@ -190,8 +191,12 @@ def document_progress(request: HttpRequest, *, model_admin) -> JsonResponse:
 class UploadForm(forms.Form):
     project = forms.ModelChoiceField(queryset=Project.objects.all())
     file = forms.FileField(help_text="Markdown, PDF, EPUB, HTML or plain text.")
-    priority = forms.ChoiceField(choices=Job.Priority.choices, initial=Job.Priority.NORMAL, required=False,
-                                 help_text="High-priority work is indexed before waiting normal work.")
+    priority = forms.ChoiceField(
+        choices=Job.Priority.choices,
+        initial=Job.Priority.NORMAL,
+        required=False,
+        help_text="High-priority work is indexed before waiting normal work.",
+    )
 
 
 def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
@@ -203,7 +208,9 @@ def document_upload(request: HttpRequest, *, model_admin) -> HttpResponse:
         upload = form.cleaned_data["file"]
         try:
             submission = services.document_submit(
-                project=form.cleaned_data["project"], source=upload, filename=upload.name,
+                project=form.cleaned_data["project"],
+                source=upload,
+                filename=upload.name,
                 priority=form.cleaned_data["priority"] or Job.Priority.NORMAL,
                 actor=history.operator_actor(request.user),
             )

@@ -12,6 +12,7 @@ No thread of its own: the first caller to find no operation running leads
 one batch (its own item included), then hands over to a caller still
 waiting. A lone caller runs its item at once.
 """
+
 from __future__ import annotations
 
 import os

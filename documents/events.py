@@ -1,4 +1,5 @@
 """Document events and dispatch markers, both kept in Redis."""
+
 from __future__ import annotations
 
 import logging
@@ -51,9 +52,15 @@ def publish_document_progress(*, document_id: int, generation: int, counts: dict
     common_events.publish_monotonic(
         project_id=project_id,
         event="document.progress",
-        data={"id": document_id, "project_id": project_id, "generation": generation,
-              "chunks_processed": processed, "chunks_total": total, "progress_percentage": percentage,
-              "eta_seconds": eta},
+        data={
+            "id": document_id,
+            "project_id": project_id,
+            "generation": generation,
+            "chunks_processed": processed,
+            "chunks_total": total,
+            "progress_percentage": percentage,
+            "eta_seconds": eta,
+        },
         key=f"document:{document_id}:{generation}",
         rank=processed,
     )

@@ -1,6 +1,7 @@
 """Directory imports: every supported file under a path inside
 MIRAGE_IMPORT_ROOTS becomes a document with its own index job, as a child of
 the import job."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,24 @@ from jobs.models import Job
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = {
-    ".md", ".markdown", ".pdf", ".epub", ".txt", ".text", ".html", ".htm", ".xhtml",
-    ".docx", ".docm", ".pptx", ".pptm", ".xlsx", ".xlsm", ".odt", ".odp", ".ods",
+    ".md",
+    ".markdown",
+    ".pdf",
+    ".epub",
+    ".txt",
+    ".text",
+    ".html",
+    ".htm",
+    ".xhtml",
+    ".docx",
+    ".docm",
+    ".pptx",
+    ".pptm",
+    ".xlsx",
+    ".xlsm",
+    ".odt",
+    ".odp",
+    ".ods",
 }
 
 
@@ -77,8 +94,14 @@ def import_start(
             progress_message=f"waiting to scan {directory}",
             actor=actor,
         )
-        history.audit_record(project_id=project.id, actor=actor, action="directory.import",
-                             target=str(directory), job_id=job.id, priority=priority)
+        history.audit_record(
+            project_id=project.id,
+            actor=actor,
+            action="directory.import",
+            target=str(directory),
+            job_id=job.id,
+            priority=priority,
+        )
     return job
 
 
@@ -115,13 +138,19 @@ def import_run(*, job_id: int) -> None:
         relative = str(path.relative_to(directory))
         try:
             with open(resolved, "rb") as handle:
-                services.document_submit(project=project, source=handle, filename=path.name,
-                                         metadata={"import_path": relative}, parent_job=job,
-                                         priority=job.priority,
-                                         actor=job.metadata.get("actor", history.SYSTEM))
+                services.document_submit(
+                    project=project,
+                    source=handle,
+                    filename=path.name,
+                    metadata={"import_path": relative},
+                    parent_job=job,
+                    priority=job.priority,
+                    actor=job.metadata.get("actor", history.SYSTEM),
+                )
         except (services.UploadRejected, ParseError, OSError) as exc:
             skipped.append({"path": relative, "reason": str(exc)})
-        job_services.job_set_progress(job_id=job_id, percentage=1, message=f"scanned {scanned} files",
-                                      files_scanned=scanned)
+        job_services.job_set_progress(
+            job_id=job_id, percentage=1, message=f"scanned {scanned} files", files_scanned=scanned
+        )
     Job.objects.filter(id=job_id).update(metadata={**job.metadata, "skipped": skipped, "scan_finished": True})
     job_services.job_rollup(parent_id=job_id)

@@ -1,5 +1,6 @@
 """The invariant checker: every place where a status disagrees with the
 facts. Used by `manage.py mirage_check` and by the tests."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,11 +28,7 @@ class Violation:
 
 def _counts_by_document(document_ids) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {}
-    rows = (
-        Chunk.objects.filter(document_id__in=document_ids)
-        .values("document_id", "status")
-        .annotate(n=Count("id"))
-    )
+    rows = Chunk.objects.filter(document_id__in=document_ids).values("document_id", "status").annotate(n=Count("id"))
     for row in rows:
         counts.setdefault(row["document_id"], {})[row["status"]] = row["n"]
     return counts
@@ -46,7 +43,9 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
     )
     violations: list[Violation] = []
 
-    finished = Document.objects.filter(status__in=[Document.Status.READY, Document.Status.PARTIAL, Document.Status.ERROR])
+    finished = Document.objects.filter(
+        status__in=[Document.Status.READY, Document.Status.PARTIAL, Document.Status.ERROR]
+    )
     documents = list(finished.values_list("id", "status"))
     counts = _counts_by_document([doc_id for doc_id, _ in documents])
     for doc_id, status in documents:
@@ -56,7 +55,9 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
             continue  # parse errors have no chunks, and say so
         if derived != status:
             violations.append(
-                Violation("status_disagrees", "document", doc_id, f"status {status} but chunks say {derived} {doc_counts}")
+                Violation(
+                    "status_disagrees", "document", doc_id, f"status {status} but chunks say {derived} {doc_counts}"
+                )
             )
 
     indexing = Document.objects.filter(status=Document.Status.INDEXING, updated_at__lt=now - grace).annotate(
@@ -81,7 +82,9 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
     for chunk_id, lease in Chunk.objects.filter(
         status=Chunk.Status.PROCESSING, lease_expires_at__lt=now - grace
     ).values_list("id", "lease_expires_at"):
-        violations.append(Violation("lease_expired", "chunk", chunk_id, f"processing past its lease ({lease:%H:%M:%S})"))
+        violations.append(
+            Violation("lease_expired", "chunk", chunk_id, f"processing past its lease ({lease:%H:%M:%S})")
+        )
 
     stranded = Chunk.objects.filter(status__in=Chunk.ACTIVE_STATUSES).exclude(
         document__status__in=[Document.Status.INDEXING, Document.Status.CANCELLED]
@@ -100,13 +103,20 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
     ).values_list("id", "status", "current_job_id", "current_job__status", "current_job__error_type"):
         # A timed-out job failed, yet what it embedded stays usable.
         timed_out = job_status == Job.Status.FAILED and error_type == "timeout"
-        if doc_status in (Document.Status.READY, Document.Status.PARTIAL) and job_status != Job.Status.COMPLETED \
-                and not timed_out:
-            violations.append(Violation("job_disagrees", "job", job_id, f"{job_status} but document {doc_id} is {doc_status}"))
+        if (
+            doc_status in (Document.Status.READY, Document.Status.PARTIAL)
+            and job_status != Job.Status.COMPLETED
+            and not timed_out
+        ):
+            violations.append(
+                Violation("job_disagrees", "job", job_id, f"{job_status} but document {doc_id} is {doc_status}")
+            )
         if doc_status == Document.Status.ERROR and job_status == Job.Status.COMPLETED:
             violations.append(Violation("job_disagrees", "job", job_id, f"completed but document {doc_id} is error"))
         if doc_status in Document.FINAL_STATUSES and job_status in Job.ACTIVE_STATUSES:
-            violations.append(Violation("job_disagrees", "job", job_id, f"{job_status} but document {doc_id} is {doc_status}"))
+            violations.append(
+                Violation("job_disagrees", "job", job_id, f"{job_status} but document {doc_id} is {doc_status}")
+            )
     return violations
 
 

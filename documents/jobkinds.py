@@ -1,4 +1,5 @@
 """The document job kinds, registered with the job platform at start-up."""
+
 from common import scope
 from jobs import registry
 from jobs.models import Job
@@ -39,12 +40,16 @@ def _project_ids_for(user):
 
 def register_all() -> None:
     scope.register_project_scope(_project_ids_for)
-    labels = {INDEX_DOCUMENT: "Index a document", REINDEX_DOCUMENT: "Reindex a document",
-              RETRY_CHUNKS: "Retry failed chunks"}
+    labels = {
+        INDEX_DOCUMENT: "Index a document",
+        REINDEX_DOCUMENT: "Reindex a document",
+        RETRY_CHUNKS: "Retry failed chunks",
+    }
     for kind, label in labels.items():
         registry.register(kind, registry.JobKindHandler(label=label, run=_run, cancel=_cancel))
     # An import only walks a directory and creates index jobs; those take the
     # indexing slots, so the import itself must not, or it could wait on its
     # own children.
-    registry.register(IMPORT_DIRECTORY,
-                      registry.JobKindHandler(label="Import a directory", run=_run_import, limited=False))
+    registry.register(
+        IMPORT_DIRECTORY, registry.JobKindHandler(label="Import a directory", run=_run_import, limited=False)
+    )

@@ -36,8 +36,9 @@ class Project(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(embedding_dimensions__gt=0), name="project_dimensions_positive"),
-            models.UniqueConstraint(fields=["owner", "name"], name="project_unique_name_per_owner",
-                                    nulls_distinct=False),
+            models.UniqueConstraint(
+                fields=["owner", "name"], name="project_unique_name_per_owner", nulls_distinct=False
+            ),
         ]
 
     def __str__(self) -> str:
@@ -85,9 +86,7 @@ class Document(models.Model):
     # Bumped by every new run (index, reindex, retry) and by cancel; tasks
     # carry the value they were started with and write nothing once it moved.
     generation = models.PositiveIntegerField(default=0)
-    current_job = models.ForeignKey(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    current_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -159,8 +158,9 @@ class Chunk(models.Model):
     # (mirage_cjk_bigrams, migration 0005), so a word inside a run is found.
     search_vector = models.GeneratedField(
         expression=SearchVector("content", config="simple")
-        + SearchVector(Func(F("content"), function="mirage_cjk_bigrams", output_field=models.TextField()),
-                       config="simple"),
+        + SearchVector(
+            Func(F("content"), function="mirage_cjk_bigrams", output_field=models.TextField()), config="simple"
+        ),
         output_field=SearchVectorField(),
         db_persist=True,
     )

@@ -1,5 +1,6 @@
 """Reads. Every list of documents with progress is one query, however many
 documents it holds."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -49,8 +50,13 @@ def document_timing(document: Document, *, now: datetime) -> dict:
     run's job (see jobs/timing.py for the terms)."""
     job = document.current_job
     if job is None:
-        return {"queued_at": document.created_at, "waiting_seconds": None, "working_seconds": None,
-                "queue_position": None, "eta_seconds": None}
+        return {
+            "queued_at": document.created_at,
+            "waiting_seconds": None,
+            "working_seconds": None,
+            "queue_position": None,
+            "eta_seconds": None,
+        }
     if hasattr(document, "queue_position"):
         job.queue_position = document.queue_position
     return {**timing.job_timing(job, now=now), "eta_seconds": eta_seconds(document, now=now)}

@@ -1,5 +1,6 @@
 """Document status from chunk counts: one pure function, used by the chord
 callback, the reconcilers and the invariant checker alike."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

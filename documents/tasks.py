@@ -1,4 +1,5 @@
 """Celery tasks: thin, idempotent, ids in and tiny values out."""
+
 from __future__ import annotations
 
 import logging
@@ -14,13 +15,23 @@ logger = logging.getLogger(__name__)
 
 # The database may be restarting: wait and try again rather than lose the task.
 DATABASE_ERRORS = (OperationalError, InterfaceError)
-DB_RETRY = {"autoretry_for": DATABASE_ERRORS, "retry_backoff": 2, "retry_backoff_max": 30, "max_retries": None,
-            "retry_jitter": True}
+DB_RETRY = {
+    "autoretry_for": DATABASE_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 30,
+    "max_retries": None,
+    "retry_jitter": True,
+}
 
 
-@shared_task(name="documents.parse_document", bind=True, acks_late=True,
-             time_limit=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS,
-             soft_time_limit=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS - 30, **DB_RETRY)
+@shared_task(
+    name="documents.parse_document",
+    bind=True,
+    acks_late=True,
+    time_limit=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS,
+    soft_time_limit=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS - 30,
+    **DB_RETRY,
+)
 def parse_document(self, document_id: int, job_id: int) -> None:
     services.document_parse(document_id=document_id, job_id=job_id)
 
@@ -30,9 +41,14 @@ def retry_chunks(self, document_id: int, job_id: int) -> None:
     services.document_retry_chunks(document_id=document_id, job_id=job_id)
 
 
-@shared_task(name="documents.embed_chunk", bind=True, acks_late=True,
-             time_limit=settings.MIRAGE_EMBED_TIME_LIMIT_SECONDS,
-             soft_time_limit=settings.MIRAGE_EMBED_TIME_LIMIT_SECONDS - 10, **DB_RETRY)
+@shared_task(
+    name="documents.embed_chunk",
+    bind=True,
+    acks_late=True,
+    time_limit=settings.MIRAGE_EMBED_TIME_LIMIT_SECONDS,
+    soft_time_limit=settings.MIRAGE_EMBED_TIME_LIMIT_SECONDS - 10,
+    **DB_RETRY,
+)
 def embed_chunk(self, chunk_id: int) -> str:
     """Returns the chunk's status in one word (the chord callback receives
     every header's return value, so it stays tiny)."""

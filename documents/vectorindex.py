@@ -6,6 +6,7 @@ dimensions; HNSW needs a typed expression, so each model gets an index on
 count, since one model may serve several dimensions), and searches use the
 same cast and predicate so the planner can pick it.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """The operator's view of jobs: read-only, with live progress and a cancel action."""
+
 from __future__ import annotations
 
 from django.contrib import admin, messages
@@ -98,21 +99,64 @@ class JobAdmin(ReadOnlyModelAdmin):
     search_fields = ["error_type", "error_message", "progress_message"]
     actions = ["cancel_jobs"]
     fieldsets = [
-        (None, {"fields": ["kind_label", "subject", "status_badge", "progress_bar", "progress_message_live",
-                           "parent_link", "project_name", "project_id", "subject_id"]}),
-        ("Counters", {"fields": ["files_scanned_live", "files_indexed_live", "chunks_created_live",
-                                 "chunks_failed_live"]}),
-        ("Times", {"fields": ["created_at_display", "started_at_live", "completed_at_live", "cancelled_at_display",
-                              "updated_at_display"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "kind_label",
+                    "subject",
+                    "status_badge",
+                    "progress_bar",
+                    "progress_message_live",
+                    "parent_link",
+                    "project_name",
+                    "project_id",
+                    "subject_id",
+                ]
+            },
+        ),
+        (
+            "Counters",
+            {"fields": ["files_scanned_live", "files_indexed_live", "chunks_created_live", "chunks_failed_live"]},
+        ),
+        (
+            "Times",
+            {
+                "fields": [
+                    "created_at_display",
+                    "started_at_live",
+                    "completed_at_live",
+                    "cancelled_at_display",
+                    "updated_at_display",
+                ]
+            },
+        ),
         ("Error", {"fields": ["error_type", "error_message_live", "error_traceback_block"]}),
         ("Celery", {"fields": ["celery_task_link", "celery_chord_link"]}),
         ("Metadata", {"fields": ["metadata_block"]}),
     ]
     readonly_fields = [
-        "kind_label", "subject", "project_name", "status_badge", "progress_bar", "progress_message_live", "parent_link",
-        "files_scanned_live", "files_indexed_live", "chunks_created_live", "chunks_failed_live",
-        "created_at_display", "started_at_live", "completed_at_live", "cancelled_at_display", "updated_at_display",
-        "error_message_live", "error_traceback_block", "celery_task_link", "celery_chord_link", "metadata_block",
+        "kind_label",
+        "subject",
+        "project_name",
+        "status_badge",
+        "progress_bar",
+        "progress_message_live",
+        "parent_link",
+        "files_scanned_live",
+        "files_indexed_live",
+        "chunks_created_live",
+        "chunks_failed_live",
+        "created_at_display",
+        "started_at_live",
+        "completed_at_live",
+        "cancelled_at_display",
+        "updated_at_display",
+        "error_message_live",
+        "error_traceback_block",
+        "celery_task_link",
+        "celery_chord_link",
+        "metadata_block",
     ]
 
     class Media:
@@ -166,8 +210,13 @@ class JobAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="Progress", ordering="progress_percentage")
     def progress_bar(self, job: Job) -> str:
-        return live_progress(url=self.live_url, object_id=job.id, status=job.status,
-                             percent=job.progress_percentage, label=f"{job.progress_percentage}%")
+        return live_progress(
+            url=self.live_url,
+            object_id=job.id,
+            status=job.status,
+            percent=job.progress_percentage,
+            label=f"{job.progress_percentage}%",
+        )
 
     @admin.display(description="Progress", ordering="progress_percentage")
     def progress_with_message(self, job: Job) -> str:
@@ -308,16 +357,18 @@ class JobAdmin(ReadOnlyModelAdmin):
     def _flower_link(task_id: str) -> str:
         if not task_id:
             return EMPTY
-        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a> (Flower)', flower_task_url(task_id),
-                           task_id)
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{}</a> (Flower)', flower_task_url(task_id), task_id
+        )
 
     @admin.action(description="Cancel selected jobs", permissions=["operate"])
     def cancel_jobs(self, request: HttpRequest, queryset):
         cancelled = 0
         for job in queryset:
             try:
-                services.job_cancel(job_id=job.id, actor=history.operator_actor(request.user),
-                                    reason="cancelled in the admin")
+                services.job_cancel(
+                    job_id=job.id, actor=history.operator_actor(request.user), reason="cancelled in the admin"
+                )
             except services.JobAlreadyFinished as exc:
                 self.message_user(request, str(exc), messages.WARNING)
             else:

@@ -1,4 +1,5 @@
 """Job events on the project's live stream."""
+
 from __future__ import annotations
 
 from common import events
@@ -36,8 +37,9 @@ _STATUS_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancel
 def publish_job(job) -> None:
     """`job.progress`: never older than what a client already received."""
     rank = _STATUS_RANK.get(job.status, 0) * 1000 + job.progress_percentage
-    events.publish_monotonic(project_id=job.project_id, event="job.progress", data=job_payload(job),
-                             key=f"job:{job.id}", rank=rank)
+    events.publish_monotonic(
+        project_id=job.project_id, event="job.progress", data=job_payload(job), key=f"job:{job.id}", rank=rank
+    )
 
 
 def publish_job_id(job_id: int) -> None:

@@ -4,6 +4,7 @@
 ids (`project_id`, `subject_id`), and the app that owns a kind registers it,
 with how to run and cancel it (see `jobs.registry`).
 """
+
 from django.db import models
 from django.db.models import Q
 

@@ -3,6 +3,7 @@
 The app that owns a kind registers it (documents does so in its AppConfig),
 so `jobs` never imports the apps whose work it tracks.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -7,6 +7,7 @@ and an illegal move such as `completed` -> `running` is refused with an
 error. Every change is recorded in the job's history and published on
 commit.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,7 @@ def check_job_transition(*, job_id: int | None, from_statuses, to: str) -> None:
             raise IllegalJobTransition(f"job {job_id}: illegal status transition {source} -> {to}")
 
 
-def job_transition(
-    *, job_id: int, from_statuses, to: str, actor: str, reason: str = "", **fields
-) -> bool:
+def job_transition(*, job_id: int, from_statuses, to: str, actor: str, reason: str = "", **fields) -> bool:
     """The only writer of Job.status. Moves the job from any of
     `from_statuses` to `to`; raises IllegalJobTransition when the table does
     not allow one of those moves, and returns False (nothing written) when
@@ -83,8 +82,14 @@ def job_transition(
         Job.objects.filter(id=job_id).update(status=to, **fields)
         job = Job.objects.get(id=job_id)
         history.status_change_record(
-            entity="job", entity_id=job.id, project_id=job.project_id, from_status=previous, to_status=to,
-            actor=actor, reason=reason, job_id=job.id,
+            entity="job",
+            entity_id=job.id,
+            project_id=job.project_id,
+            from_status=previous,
+            to_status=to,
+            actor=actor,
+            reason=reason,
+            job_id=job.id,
         )
         transaction.on_commit(lambda: events.publish_job(job))
         signals.job_status_changed.send(sender=Job, job=job, previous=previous)
@@ -117,8 +122,14 @@ def job_create(
         progress_message=progress_message,
     )
     history.status_change_record(
-        entity="job", entity_id=job.id, project_id=project_id, from_status="", to_status=Status.PENDING,
-        actor=actor, reason=reason or f"created: {handler.label.lower()}", job_id=job.id,
+        entity="job",
+        entity_id=job.id,
+        project_id=project_id,
+        from_status="",
+        to_status=Status.PENDING,
+        actor=actor,
+        reason=reason or f"created: {handler.label.lower()}",
+        job_id=job.id,
     )
     # Published before admission runs, so clients see `pending` before `running`.
     transaction.on_commit(lambda: events.publish_job(job))
@@ -145,9 +156,15 @@ def jobs_admit_pending() -> list[int]:
         candidates = [by_id[job_id] for job_id in order]
         now = timezone.now()
         for job in candidates:
-            if job_transition(job_id=job.id, from_statuses=Status.PENDING, to=Status.RUNNING,
-                              actor=history.SYSTEM, reason="admitted: an indexing slot was free",
-                              started_at=now, progress_message="starting"):
+            if job_transition(
+                job_id=job.id,
+                from_statuses=Status.PENDING,
+                to=Status.RUNNING,
+                actor=history.SYSTEM,
+                reason="admitted: an indexing slot was free",
+                started_at=now,
+                progress_message="starting",
+            ):
                 job.status, job.started_at = Status.RUNNING, now
                 started.append(job)
         for job in started:
@@ -156,9 +173,7 @@ def jobs_admit_pending() -> list[int]:
     return [job.id for job in started]
 
 
-def job_set_progress(
-    *, job_id: int, percentage: int, message: str = "", **counters: int
-) -> bool:
+def job_set_progress(*, job_id: int, percentage: int, message: str = "", **counters: int) -> bool:
     """Record progress of a running job. The percentage never goes backwards and
     stays below 100 until the job completes."""
     percentage = max(0, min(99, int(percentage)))
@@ -194,9 +209,7 @@ def job_set_task_ids(*, job_id: int, task_id: str = "", chord_id: str = "") -> N
     Job.objects.filter(id=job_id).update(**fields)
 
 
-def job_complete(
-    *, job_id: int, message: str = "completed", actor: str = history.WORKER, **counters: int
-) -> bool:
+def job_complete(*, job_id: int, message: str = "completed", actor: str = history.WORKER, **counters: int) -> bool:
     moved = job_transition(
         job_id=job_id,
         from_statuses=Status.RUNNING,
@@ -250,7 +263,9 @@ def job_cancel(*, job_id: int, actor: str = history.SYSTEM, reason: str = "cance
     """
     job = Job.objects.select_for_update().get(id=job_id)
     if job.is_final:
-        raise JobAlreadyFinished(f"job {job.id} already finished as {job.status}; only pending or running jobs can be cancelled")
+        raise JobAlreadyFinished(
+            f"job {job.id} already finished as {job.status}; only pending or running jobs can be cancelled"
+        )
     now = timezone.now()
     job_transition(
         job_id=job.id,
@@ -293,14 +308,20 @@ def job_rollup(*, parent_id: int) -> None:
         skipped = len(parent.metadata.get("skipped", []))
         message = f"indexed {finished}/{total} files" + (f", {skipped} skipped" if skipped else "")
         if not parent.metadata.get("scan_finished") or finished < total:
-            job_set_progress(job_id=parent_id, percentage=int(100 * finished / max(total, 1)),
-                             message=message, **counters)
+            job_set_progress(
+                job_id=parent_id, percentage=int(100 * finished / max(total, 1)), message=message, **counters
+            )
             return
         if totals["completed"] or (total == 0 and not skipped):
             job_complete(job_id=parent_id, message=message or "nothing to import", actor=history.SYSTEM, **counters)
         else:
-            job_fail(job_id=parent_id, error_type="import_failed", actor=history.SYSTEM,
-                     error_message=f"no file could be indexed ({total} failed, {skipped} skipped)", **counters)
+            job_fail(
+                job_id=parent_id,
+                error_type="import_failed",
+                actor=history.SYSTEM,
+                error_message=f"no file could be indexed ({total} failed, {skipped} skipped)",
+                **counters,
+            )
 
 
 def jobs_fail_timed_out(*, now=None) -> list[int]:
@@ -337,5 +358,7 @@ def jobs_purge_finished(*, now=None) -> int:
     cutoff = now - timedelta(days=settings.MIRAGE_JOB_RETENTION_DAYS)
     deleted, _ = Job.objects.filter(status__in=Job.FINAL_STATUSES, completed_at__lt=cutoff).delete()
     if deleted:
-        logger.info("reconcile: purged %s finished jobs older than %s days", deleted, settings.MIRAGE_JOB_RETENTION_DAYS)
+        logger.info(
+            "reconcile: purged %s finished jobs older than %s days", deleted, settings.MIRAGE_JOB_RETENTION_DAYS
+        )
     return deleted

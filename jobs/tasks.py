@@ -1,4 +1,5 @@
 """Reconcilers of the job platform, run by Celery beat."""
+
 from celery import shared_task
 
 from common.locks import try_advisory_lock

@@ -8,6 +8,7 @@
 - queue_position: while `pending`, how many waiting jobs that take an
   indexing slot are ahead of it (they are admitted first); null otherwise.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

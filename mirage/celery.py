@@ -1,4 +1,5 @@
 """The Celery application. Configuration lives in settings (CELERY_* names)."""
+
 import os
 
 from celery import Celery

@@ -11,6 +11,7 @@ Broker: MIRAGE_REDIS_URL (default redis://127.0.0.1:6379/0). If nothing
 answers there and `redis-server` is on PATH, a private one is started with its
 data in `.mirage/redis`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -172,9 +173,23 @@ def redis_up() -> None:
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
     port = parsed.port or 6379
     subprocess.run(
-        [server, "--port", str(port), "--bind", parsed.hostname, "--daemonize", "yes",
-         "--dir", str(REDIS_DIR), "--pidfile", str(REDIS_DIR / "redis.pid"),
-         "--logfile", str(REDIS_DIR / "redis.log"), "--appendonly", "yes"],
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            parsed.hostname,
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(REDIS_DIR),
+            "--pidfile",
+            str(REDIS_DIR / "redis.pid"),
+            "--logfile",
+            str(REDIS_DIR / "redis.log"),
+            "--appendonly",
+            "yes",
+        ],
         check=True,
     )
     deadline = time.monotonic() + 10

@@ -6,6 +6,7 @@ MIRAGE_FLOWER_BASIC_AUTH, a random password is generated once and kept in
 `.mirage/flower-credentials` (readable by its owner only), so no deployment
 ever runs with a published default.
 """
+
 import os
 import secrets
 

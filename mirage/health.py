@@ -27,7 +27,9 @@ HEALTH = inline_serializer(
         "database": serializers.DictField(),
         "redis": serializers.DictField(),
         "workers": serializers.DictField(),
-        "queues": serializers.DictField(help_text="Per queue: consumers (worker names for staff, a count for others), depth, oldest_age_seconds."),
+        "queues": serializers.DictField(
+            help_text="Per queue: consumers (worker names for staff, a count for others), depth, oldest_age_seconds."
+        ),
         "beat": serializers.DictField(help_text="last_tick_at, seconds_since_last_tick, ok."),
         "reconcilers": serializers.DictField(
             help_text="Per reconciler: last_success_at, last_duration_seconds, last_repairs, repairs_total, ..."
@@ -59,7 +61,8 @@ def without_host_names(report: dict) -> dict:
     workers.pop("names", None)
     report["workers"] = workers
     report["queues"] = {
-        queue: {**stats, "consumers": len(stats.get("consumers", []))} for queue, stats in report.get("queues", {}).items()
+        queue: {**stats, "consumers": len(stats.get("consumers", []))}
+        for queue, stats in report.get("queues", {}).items()
     }
     return report
 

@@ -4,6 +4,7 @@ Django starts or outside it: MIRAGE_TORCH_THREADS (documents/embeddings/
 local.py, which has no Django), MIRAGE_FLOWER_ADDRESS and MIRAGE_FLOWER_PORT
 (mirage/flowerconfig.py). `.env.example` and docs/configuration.md document
 each one."""
+
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -407,19 +408,24 @@ def _periodic(task: str, every: float) -> dict:
     the maintenance queue must not leave a pile of them (beat also removes
     expired ones, see documents/monitoring/recording.py). `expires` is what Celery's
     own schedulers pass on; django-celery-beat stores `expire_seconds`."""
-    return {"task": task, "schedule": float(every),
-            "options": {"expires": float(every), "expire_seconds": max(1, int(every))}}
+    return {
+        "task": task,
+        "schedule": float(every),
+        "options": {"expires": float(every), "expire_seconds": max(1, int(every))},
+    }
 
 
 CELERY_BEAT_SCHEDULE = {
     "finalize-settled-documents": _periodic("reconcile.finalize_settled_documents", MIRAGE_RECONCILE_INTERVAL_SECONDS),
     "redispatch-stuck-chunks": _periodic("reconcile.redispatch_stuck_chunks", MIRAGE_RECONCILE_INTERVAL_SECONDS),
-    "redispatch-unparsed-documents": _periodic("reconcile.redispatch_unparsed_documents",
-                                               MIRAGE_RECONCILE_INTERVAL_SECONDS),
+    "redispatch-unparsed-documents": _periodic(
+        "reconcile.redispatch_unparsed_documents", MIRAGE_RECONCILE_INTERVAL_SECONDS
+    ),
     "admit-pending-jobs": _periodic("reconcile.admit_pending_jobs", MIRAGE_RECONCILE_INTERVAL_SECONDS),
     "fail-timed-out-jobs": _periodic("reconcile.fail_timed_out_jobs", 60),
     "purge-finished-jobs": _periodic("reconcile.purge_finished_jobs", 3600),
     "purge-history": _periodic("reconcile.purge_history", 3600),
-    "send-due-webhook-deliveries": _periodic("reconcile.send_due_webhook_deliveries",
-                                             MIRAGE_RECONCILE_INTERVAL_SECONDS),
+    "send-due-webhook-deliveries": _periodic(
+        "reconcile.send_due_webhook_deliveries", MIRAGE_RECONCILE_INTERVAL_SECONDS
+    ),
 }

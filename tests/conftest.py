@@ -28,14 +28,17 @@ def celery_worker_session(django_db_setup, django_db_blocker):
     every queue, for the whole session."""
     from celery.contrib.testing.worker import start_worker
 
-    with django_db_blocker.unblock(), start_worker(
-        celery_app,
-        pool="threads",
-        concurrency=4,
-        queues=["ingest", "embed", "maintenance"],
-        perform_ping_check=False,
-        shutdown_timeout=30,
-    ) as worker:
+    with (
+        django_db_blocker.unblock(),
+        start_worker(
+            celery_app,
+            pool="threads",
+            concurrency=4,
+            queues=["ingest", "embed", "maintenance"],
+            perform_ping_check=False,
+            shutdown_timeout=30,
+        ) as worker,
+    ):
         yield worker
 
 
@@ -50,9 +53,11 @@ def worker(celery_worker_session, transactional_db, redis_client):
     from tests.support.waiting import wait_until
 
     celery_app.control.purge()
-    wait_until(lambda: not state.active_requests and not state.reserved_requests, timeout=60,
-               message="worker idle after the test")
-
+    wait_until(
+        lambda: not state.active_requests and not state.reserved_requests,
+        timeout=60,
+        message="worker idle after the test",
+    )
 
 
 def pytest_terminal_summary(terminalreporter):

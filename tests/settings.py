@@ -2,6 +2,7 @@
 away from a developer's own (database `test_<name>` by pytest-django, Redis
 database 9, a separate media root) and short timings so the reconcilers can
 be watched at work."""
+
 import os
 
 os.environ.setdefault("MIRAGE_REDIS_URL", os.environ.get("MIRAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))

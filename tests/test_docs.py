@@ -1,5 +1,6 @@
 """The documentation stays true to the code: every setting is documented in
 .env.example and docs/configuration.md, and nothing documented is gone."""
+
 import re
 from pathlib import Path
 

@@ -15,6 +15,7 @@ thread-sensitive sync_to_async of its middleware, until the request ends.)
 Under WSGI (runserver) Django would buffer the whole stream, so clients
 always go through uvicorn.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -185,7 +186,8 @@ class ProjectEventsApi(APIView):
             OpenApiParameter("from", str, enum=["start", "now"], description="Default `now`."),
             OpenApiParameter("last_event_id", str, description="Resume after this event id (header fallback)."),
             OpenApiParameter(
-                "timeout", float,
+                "timeout",
+                float,
                 description=(
                     f"End the stream after this many seconds (at most {MAX_TIMEOUT_SECONDS}). Without it the "
                     f"stream ends after {STREAM_LIFETIME_SECONDS} s, and clients reconnect with Last-Event-ID."
@@ -232,7 +234,9 @@ class ProjectEventsApi(APIView):
         project = get_object_or_404(selectors.projects_for_user(request.user), id=params["project"])
         header_id = request.headers.get("Last-Event-ID", "").strip()
         if header_id and not STREAM_ID.match(header_id):
-            raise exceptions.ValidationError({"Last-Event-ID": ["Not an event id (expected <milliseconds>-<sequence>)."]})
+            raise exceptions.ValidationError(
+                {"Last-Event-ID": ["Not an event id (expected <milliseconds>-<sequence>)."]}
+            )
         # A reconnecting browser repeats the original URL (`from=start`
         # included) and adds the header: the header wins.
         if header_id or params.get("last_event_id"):

@@ -17,8 +17,10 @@ PRIORITY_HELP = "`high` work is admitted, and its chunks embedded, before waitin
 
 
 def priority_field():
-    return serializers.ChoiceField(choices=Job.Priority.choices, required=False, default=Job.Priority.NORMAL,
-                                   help_text=PRIORITY_HELP)
+    return serializers.ChoiceField(
+        choices=Job.Priority.choices, required=False, default=Job.Priority.NORMAL, help_text=PRIORITY_HELP
+    )
+
 
 # Providers a client may pin a project to. Dotted paths (arbitrary classes)
 # stay an operator's choice through MIRAGE_EMBEDDER, never a request's.
@@ -47,8 +49,19 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "name", "embedder", "embedding_model", "embedding_dimensions", "created_at", "paused",
-                  "paused_reason", "max_documents", "max_chunks", "max_upload_mb_total"]
+        fields = [
+            "id",
+            "name",
+            "embedder",
+            "embedding_model",
+            "embedding_dimensions",
+            "created_at",
+            "paused",
+            "paused_reason",
+            "max_documents",
+            "max_chunks",
+            "max_upload_mb_total",
+        ]
         read_only_fields = fields
 
     def get_paused(self, project) -> bool:
@@ -120,11 +133,33 @@ class DocumentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Document
         fields = [
-            "id", "project_id", "filename", "file_type", "size_bytes", "content_sha256", "status",
-            "error_message", "metadata", "chunks_total", "chunks_processed", "chunk_counts",
-            "progress_percentage", "queued_at", "waiting_seconds", "working_seconds", "queue_position",
-            "eta_seconds", "created_at", "updated_at", "parsing_started_at",
-            "parsing_finished_at", "embedding_finished_at", "indexed_at", "current_job", "paused", "paused_reason",
+            "id",
+            "project_id",
+            "filename",
+            "file_type",
+            "size_bytes",
+            "content_sha256",
+            "status",
+            "error_message",
+            "metadata",
+            "chunks_total",
+            "chunks_processed",
+            "chunk_counts",
+            "progress_percentage",
+            "queued_at",
+            "waiting_seconds",
+            "working_seconds",
+            "queue_position",
+            "eta_seconds",
+            "created_at",
+            "updated_at",
+            "parsing_started_at",
+            "parsing_finished_at",
+            "embedding_finished_at",
+            "indexed_at",
+            "current_job",
+            "paused",
+            "paused_reason",
         ]
         read_only_fields = fields
 
@@ -155,12 +190,14 @@ class DocumentSerializer(serializers.ModelSerializer):
     paused_reason = serializers.SerializerMethodField(help_text="Who paused it, when and why; empty when not paused.")
 
     def get_paused(self, document) -> bool:
-        return pause_state(self.context, project_id=document.project_id,
-                           active=document.status in Document.ACTIVE_STATUSES)[0]
+        return pause_state(
+            self.context, project_id=document.project_id, active=document.status in Document.ACTIVE_STATUSES
+        )[0]
 
     def get_paused_reason(self, document) -> str:
-        return pause_state(self.context, project_id=document.project_id,
-                           active=document.status in Document.ACTIVE_STATUSES)[1]
+        return pause_state(
+            self.context, project_id=document.project_id, active=document.status in Document.ACTIVE_STATUSES
+        )[1]
 
     def get_chunk_counts(self, document) -> dict[str, int]:
         return selectors.chunk_counts_of(document)

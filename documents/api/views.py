@@ -66,8 +66,9 @@ class ProjectListApi(PaginatedApiMixin, APIView):
         serializer = s.ProjectInputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         try:
-            project = services.project_create(owner=request.user, actor=user_actor(request.user),
-                                              **serializer.validated_data)
+            project = services.project_create(
+                owner=request.user, actor=user_actor(request.user), **serializer.validated_data
+            )
         except EmbeddingError as exc:
             raise exceptions.ValidationError({"embedder": [str(exc)]}) from None
         except IntegrityError:
@@ -200,8 +201,9 @@ class DocumentReindexApi(APIView):
         serializer = s.ReindexInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            job = services.document_reindex(document=document, actor=user_actor(request.user),
-                                            priority=serializer.validated_data["priority"])
+            job = services.document_reindex(
+                document=document, actor=user_actor(request.user), priority=serializer.validated_data["priority"]
+            )
         except services.DocumentBusy as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -252,7 +254,9 @@ class ProjectImportApi(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             job = imports.import_start(
-                project=project, path=serializer.validated_data["path"], actor=user_actor(request.user),
+                project=project,
+                path=serializer.validated_data["path"],
+                actor=user_actor(request.user),
                 priority=serializer.validated_data["priority"],
             )
         except imports.ImportPathRejected as exc:
@@ -320,8 +324,9 @@ class ProjectPauseApi(APIView):
         serializer = s.PauseInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            pause = services.project_pause(project=project, actor=user_actor(request.user),
-                                           reason=serializer.validated_data["reason"])
+            pause = services.project_pause(
+                project=project, actor=user_actor(request.user), reason=serializer.validated_data["reason"]
+            )
         except pauses.AlreadyPaused as exc:
             raise Conflict(str(exc)) from None
         return Response(s.PauseSerializer(pause).data)
@@ -338,8 +343,9 @@ class ProjectResumeApi(APIView):
         serializer = s.ResumeInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            pause = services.project_resume(project=project, actor=user_actor(request.user),
-                                            reason=serializer.validated_data["reason"])
+            pause = services.project_resume(
+                project=project, actor=user_actor(request.user), reason=serializer.validated_data["reason"]
+            )
         except pauses.NotPaused as exc:
             raise Conflict(str(exc)) from None
         return Response(s.PauseSerializer(pause).data)
@@ -357,8 +363,9 @@ class SystemPauseApi(APIView):
         serializer = s.PauseInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            pause = services.deployment_pause(actor=user_actor(request.user),
-                                              reason=serializer.validated_data["reason"])
+            pause = services.deployment_pause(
+                actor=user_actor(request.user), reason=serializer.validated_data["reason"]
+            )
         except pauses.AlreadyPaused as exc:
             raise Conflict(str(exc)) from None
         return Response(s.PauseSerializer(pause).data)
@@ -376,8 +383,9 @@ class SystemResumeApi(APIView):
         serializer = s.ResumeInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            pause = services.deployment_resume(actor=user_actor(request.user),
-                                               reason=serializer.validated_data["reason"])
+            pause = services.deployment_resume(
+                actor=user_actor(request.user), reason=serializer.validated_data["reason"]
+            )
         except pauses.NotPaused as exc:
             raise Conflict(str(exc)) from None
         return Response(s.PauseSerializer(pause).data)

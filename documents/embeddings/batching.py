@@ -8,6 +8,7 @@ The batcher waits for more texts only while other callers are known to be on
 their way (`expecting()`), and never longer than `max_wait_seconds`, so a lone
 caller pays no delay.
 """
+
 from __future__ import annotations
 
 import threading

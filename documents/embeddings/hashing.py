@@ -27,9 +27,7 @@ def _tokens(text: str) -> list[str]:
 def _bucket_and_sign(feature: str, dimensions: int) -> tuple[int, float]:
     # blake2b rather than hash(): str hashes are salted per process, and the
     # vector must be the same in every worker and every test run.
-    value = int.from_bytes(
-        hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest(), "big"
-    )
+    value = int.from_bytes(hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest(), "big")
     return value % dimensions, 1.0 if value >> 63 else -1.0
 
 

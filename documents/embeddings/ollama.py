@@ -70,9 +70,7 @@ class OllamaEmbedder:
         return embeddings
 
     def _request(self, batch: list[str]) -> list[list[float]]:
-        body = self._http.post(
-            self.url, {"model": self.model_id, "input": batch, "truncate": True}
-        )
+        body = self._http.post(self.url, {"model": self.model_id, "input": batch, "truncate": True})
         vectors = body.get("embeddings") if isinstance(body, dict) else None
         return validate_vectors(
             vectors,

@@ -70,9 +70,7 @@ def _load_encoding(model: str) -> tiktoken.Encoding | None:
                     exc,
                 )
 
-        loader = threading.Thread(
-            target=load, name=f"tiktoken-{encoding_name}", daemon=True
-        )
+        loader = threading.Thread(target=load, name=f"tiktoken-{encoding_name}", daemon=True)
         loader.start()
         loader.join(_ENCODING_LOAD_SECONDS)
         if not loaded and loader.is_alive():
@@ -128,9 +126,7 @@ class OpenAIEmbedder:
         native_dimensions, accepts_dimensions = _KNOWN_MODELS.get(model, (None, False))
         if dimensions is None:
             if native_dimensions is None:
-                raise ValueError(
-                    f"dimensions must be given for the unknown model {model!r}"
-                )
+                raise ValueError(f"dimensions must be given for the unknown model {model!r}")
             dimensions = native_dimensions
         self.model_id = model
         self.dimensions = dimensions
@@ -142,9 +138,7 @@ class OpenAIEmbedder:
         self._retry = retry
         self._encoding_choice = encoding
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = JsonHttpClient(
-            provider=self.name, timeout=timeout, headers=headers, budget=budget
-        )
+        self._http = JsonHttpClient(provider=self.name, timeout=timeout, headers=headers, budget=budget)
 
     @property
     def tokenizer(self) -> str:
@@ -223,13 +217,10 @@ class OpenAIEmbedder:
             indices = [item["index"] for item in ordered]
             vectors = [item["embedding"] for item in ordered]
         except (KeyError, TypeError) as exc:
-            raise PermanentEmbeddingError(
-                f'{self.name}: response items lack "index" or "embedding"'
-            ) from exc
+            raise PermanentEmbeddingError(f'{self.name}: response items lack "index" or "embedding"') from exc
         if len(vectors) == len(batch) and indices != list(range(len(batch))):
             raise PermanentEmbeddingError(
-                f"{self.name}: response indices {indices[:10]} do not match the "
-                f"{len(batch)} inputs"
+                f"{self.name}: response indices {indices[:10]} do not match the {len(batch)} inputs"
             )
         return validate_vectors(
             vectors,

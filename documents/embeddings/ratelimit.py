@@ -90,9 +90,7 @@ class RequestBudget:
                     )
                 )
             except redis.RedisError as exc:
-                raise TransientEmbeddingError(
-                    f"request budget unavailable: {exc}"
-                ) from exc
+                raise TransientEmbeddingError(f"request budget unavailable: {exc}") from exc
             if wait_us == 0:
                 return True
             remaining = deadline - time.monotonic()

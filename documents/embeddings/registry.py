@@ -45,11 +45,10 @@ def _budget(provider: str, model: str) -> Budget | None:
 
     from .ratelimit import RequestBudget
 
-    client = redis.Redis.from_url(
-        _setting("MIRAGE_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
+    client = redis.Redis.from_url(_setting("MIRAGE_REDIS_URL", "redis://127.0.0.1:6379/0"))
     return RequestBudget(
-        client, f"{_setting('MIRAGE_REDIS_PREFIX', 'mirage:')}embeddings:requests:{provider}:{model}",
+        client,
+        f"{_setting('MIRAGE_REDIS_PREFIX', 'mirage:')}embeddings:requests:{provider}:{model}",
         requests_per_minute,
     )
 

@@ -10,6 +10,7 @@ early for what can be seen at once (empty, wrong type, encrypted, damaged
 container). Sections are produced lazily so large PDFs are read page by
 page; a problem found only while reading (no text layer at all) raises
 ParseError from the iteration."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """Types shared by every parser. Plain Python: bytes in, sections out."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

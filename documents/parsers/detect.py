@@ -1,5 +1,6 @@
 """Content sniffing: decide a file's format from its first bytes, and refuse
 binaries whatever their name says."""
+
 from __future__ import annotations
 
 import codecs
@@ -42,8 +43,18 @@ _EXPECTED_FALLBACK = (
 # Packages whose manifest cannot be seen in the head are told apart by the
 # folders of their parts, then by their name; the parser reads the manifest.
 _OOXML_PART_FOLDERS = ((b"word/", "docx"), (b"ppt/", "pptx"), (b"xl/", "xlsx"))
-_OOXML_EXTENSIONS = {".docx": "docx", ".docm": "docx", ".dotx": "docx", ".pptx": "pptx", ".pptm": "pptx",
-                     ".ppsx": "pptx", ".potx": "pptx", ".xlsx": "xlsx", ".xlsm": "xlsx", ".xltx": "xlsx"}
+_OOXML_EXTENSIONS = {
+    ".docx": "docx",
+    ".docm": "docx",
+    ".dotx": "docx",
+    ".pptx": "pptx",
+    ".pptm": "pptx",
+    ".ppsx": "pptx",
+    ".potx": "pptx",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".xltx": "xlsx",
+}
 _PACKAGE_EXTENSIONS = frozenset({".epub", ".odt", ".odp", ".ods", *_OOXML_EXTENSIONS})
 _ENCRYPTED_PACKAGE_STREAM = "EncryptedPackage".encode("utf-16-le")
 _OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -94,9 +105,7 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
 _MAX_NUL_RATIO = 0.01
 _MAX_CONTROL_RATIO = 0.05
 
-_HTML_START = re.compile(
-    rb"(?:\s|<\?xml[^>]*\?>|<!--.*?-->)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL
-)
+_HTML_START = re.compile(rb"(?:\s|<\?xml[^>]*\?>|<!--.*?-->)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL)
 _SVG_START = re.compile(rb"(?:\s|<\?xml[^>]*\?>|<!--.*?-->|<!doctype\s+svg[^>]*>)*<svg[\s>]", re.IGNORECASE | re.DOTALL)
 
 

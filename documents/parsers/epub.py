@@ -3,6 +3,7 @@
 Reading the container by hand (instead of through EbookLib) lets damaged
 books fail with a precise message, tolerates manifest items missing from the
 archive, and caps how much is decompressed."""
+
 from __future__ import annotations
 
 import posixpath
@@ -100,8 +101,10 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         ) from error
     if len(archive.infolist()) > MAX_ENTRIES:
         archive.close()
-        raise BudgetExceeded(f"EPUB has more than {MAX_ENTRIES} files; refusing to unpack it (decompression-bomb guard)",
-                             budget="decompression")
+        raise BudgetExceeded(
+            f"EPUB has more than {MAX_ENTRIES} files; refusing to unpack it (decompression-bomb guard)",
+            budget="decompression",
+        )
     return archive
 
 
@@ -138,18 +141,28 @@ class _EntryReader:
             with self.archive.open(info) as member:
                 data = member.read(MAX_ENTRY_BYTES + 1)
         # RuntimeError: an entry encrypted with a ZIP password.
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as error:
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+        ) as error:
             raise _UnreadableEntry(f"{name}: {error}") from error
         if len(data) > MAX_ENTRY_BYTES:
             raise BudgetExceeded(
                 f"EPUB file {name} expands past the {MAX_ENTRY_BYTES // (1024 * 1024)} MB limit "
-                "(decompression-bomb guard)", budget="decompression",
+                "(decompression-bomb guard)",
+                budget="decompression",
             )
         self.total_bytes += len(data)
         if self.total_bytes > MAX_TOTAL_BYTES:
             raise BudgetExceeded(
                 f"EPUB expands to more than {MAX_TOTAL_BYTES // (1024 * 1024)} MB of text; refusing to unpack it "
-                "(decompression-bomb guard)", budget="decompression",
+                "(decompression-bomb guard)",
+                budget="decompression",
             )
         return data
 
@@ -387,7 +400,9 @@ def _chapter_sections(
     previous_label: str | None = None
     try:
         for item in spine:
-            if item.media_type not in _CONTENT_MEDIA_TYPES and not item.path.lower().endswith((".xhtml", ".html", ".htm")):
+            if item.media_type not in _CONTENT_MEDIA_TYPES and not item.path.lower().endswith(
+                (".xhtml", ".html", ".htm")
+            ):
                 continue
             try:
                 data = reader.read(item.path)

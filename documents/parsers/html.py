@@ -5,6 +5,7 @@ lxml builds the tree, which repairs sloppy markup (unclosed <p>, <li>).
 libxml2 gives up on documents nested deeper than 256 elements and returns
 an empty or cut-off tree; those are read instead from the stream of tags by
 the standard library's event parser, which keeps no tree at all."""
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,26 @@ from .text import MAX_TITLE_CHARS, decode_text, normalise_text, title_from_filen
 # the headings and would turn into duplicate chunks.
 _DROPPED_TAGS = frozenset(
     {
-        "head", "script", "style", "noscript", "template", "nav", "svg", "math", "iframe", "object",
-        "embed", "canvas", "button", "select", "input", "textarea", "audio", "video", "map", "dialog",
+        "head",
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "nav",
+        "svg",
+        "math",
+        "iframe",
+        "object",
+        "embed",
+        "canvas",
+        "button",
+        "select",
+        "input",
+        "textarea",
+        "audio",
+        "video",
+        "map",
+        "dialog",
     }
 )
 # Elements without end tags; the event reader must never wait for one.
@@ -45,9 +64,36 @@ _NEVER_DROPPED = frozenset({"html", "body", "main", "article"})
 _HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCK_TAGS = frozenset(
     {
-        "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details", "dialog",
-        "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "header", "hgroup", "hr",
-        "html", "legend", "li", "main", "ol", "p", "section", "summary", "ul",
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "caption",
+        "center",
+        "dd",
+        "details",
+        "dialog",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "header",
+        "hgroup",
+        "hr",
+        "html",
+        "legend",
+        "li",
+        "main",
+        "ol",
+        "p",
+        "section",
+        "summary",
+        "ul",
     }
 )
 _CELL_TAGS = frozenset({"td", "th"})
@@ -109,10 +155,37 @@ def read_markup(markup: str | bytes, *, xhtml: bool = False) -> tuple[str | None
 # Hostile markup: nesting deeper than this many container elements (which
 # HTML never closes implicitly) is refused. Real pages nest a few dozen deep.
 MAX_NESTING_DEPTH = 10_000
-_NESTING_TAGS = frozenset({
-    "div", "span", "section", "article", "aside", "nav", "main", "header", "footer", "blockquote", "ul", "ol",
-    "dl", "table", "a", "b", "i", "em", "strong", "font", "figure", "small", "big", "sub", "sup", "u", "s",
-})
+_NESTING_TAGS = frozenset(
+    {
+        "div",
+        "span",
+        "section",
+        "article",
+        "aside",
+        "nav",
+        "main",
+        "header",
+        "footer",
+        "blockquote",
+        "ul",
+        "ol",
+        "dl",
+        "table",
+        "a",
+        "b",
+        "i",
+        "em",
+        "strong",
+        "font",
+        "figure",
+        "small",
+        "big",
+        "sub",
+        "sup",
+        "u",
+        "s",
+    }
+)
 
 
 def refuse_entity_expansion(root: etree._Element, *, name: str = "the document") -> None:
@@ -127,7 +200,8 @@ def refuse_entity_expansion(root: etree._Element, *, name: str = "the document")
         if "&" in (entity.content or ""):
             raise BudgetExceeded(
                 f"{name} declares XML entities that expand into other entities (entity &{entity.name}; "
-                "XML entity expansion is refused)", budget="xml_entities",
+                "XML entity expansion is refused)",
+                budget="xml_entities",
             )
 
 

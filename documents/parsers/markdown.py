@@ -5,6 +5,7 @@ blockquote or bracket level; hostile files nest thousands deep. Chunking only
 needs headings, fenced code, tables and paragraphs, all of which are visible
 line by line, so each line is looked at a bounded number of times and nothing
 recurses."""
+
 from __future__ import annotations
 
 import re

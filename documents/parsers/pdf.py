@@ -1,5 +1,6 @@
 """PDF text layers, page by page (pypdf); pages without a usable text
 layer are read by OCR (ocr.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -100,9 +101,7 @@ def _title(reader: PdfReader) -> str | None:
     return title[:MAX_TITLE_CHARS]
 
 
-def _page_sections(
-    reader: PdfReader, path: Path, page_count: int, title: str, metadata: dict
-) -> Iterator[Section]:
+def _page_sections(reader: PdfReader, path: Path, page_count: int, title: str, metadata: dict) -> Iterator[Section]:
     yielded = False
     page_reader = ocr.PageReader(path)
     try:
@@ -183,4 +182,3 @@ def _clean(text: str) -> str:
 
 def _reason(error: Exception) -> str:
     return str(error).strip().rstrip(".") or type(error).__name__
-

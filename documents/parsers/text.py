@@ -2,6 +2,7 @@
 
 A text file is read block by block: the parser holds one block and the
 paragraph being read, never the whole file."""
+
 from __future__ import annotations
 
 import codecs
@@ -70,8 +71,7 @@ def _text_encoding(open_binary: BinaryOpener) -> tuple[str, int]:
     byte order mark to skip. Reads the bytes in blocks (twice at most)."""
     with open_binary() as source:
         head = source.read(_LONGEST_BOM)
-    bom, encoding = next(((bom, encoding) for bom, encoding in _BOM_ENCODINGS if head.startswith(bom)),
-                         (b"", "utf-8"))
+    bom, encoding = next(((bom, encoding) for bom, encoding in _BOM_ENCODINGS if head.startswith(bom)), (b"", "utf-8"))
     if (
         encoding == "utf-8"
         and not _is_utf8(_raw_blocks(open_binary, len(bom)))

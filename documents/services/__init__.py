@@ -13,6 +13,7 @@ there. The other modules ask it for every move:
 - repairs:   what the reconcilers and `mirage_check --repair` mend
 - pausing:   pausing and resuming a project's or the deployment's work
 """
+
 from documents.services.dispatch import dispatch_chord, dispatch_chunks, dispatch_job
 from documents.services.embedding import (
     ClaimedChunk,

@@ -1,6 +1,7 @@
 """Embedding one chunk: claim it, embed it (or take its cached vector),
 store the vector, and report progress. A worker's concurrent tasks share one
 claim statement, one store statement and one provider call."""
+
 from __future__ import annotations
 
 import json
@@ -90,28 +91,31 @@ def _store_many(items: list[_Vector]) -> list[bool]:
 _stores = Coalescer(_store_many, max_batch=64)
 
 
-def chunk_mark_embedded(
-    *, claim: ClaimedChunk, vector: list[float], truncated: bool, fill_cache: bool = True
-) -> bool:
+def chunk_mark_embedded(*, claim: ClaimedChunk, vector: list[float], truncated: bool, fill_cache: bool = True) -> bool:
     """Store a chunk's vector. Returns False when the claim was lost (the chunk
     was re-dispatched, cancelled or already final), so nothing is counted twice."""
     if len(vector) != claim.embedding_dimensions:
         raise PermanentEmbeddingError(
-            f"provider returned a {len(vector)}-dimensional vector; the project expects "
-            f"{claim.embedding_dimensions}"
+            f"provider returned a {len(vector)}-dimensional vector; the project expects {claim.embedding_dimensions}"
         )
     return _stores.submit(_Vector(claim, vectorindex.vector_literal(vector), truncated, fill_cache))
 
 
 def chunk_mark_failed(*, claim: ClaimedChunk, reason: str) -> bool:
-    return chunk_transition_claimed(chunk_id=claim.id, attempts=claim.attempts, to=ChunkStatus.ERROR,
-                                    error=reason[:2000])
+    return chunk_transition_claimed(
+        chunk_id=claim.id, attempts=claim.attempts, to=ChunkStatus.ERROR, error=reason[:2000]
+    )
 
 
 def chunk_release(*, claim: ClaimedChunk, reason: str) -> bool:
     """Give a chunk back after a transient failure so it can be claimed again."""
-    return chunk_transition_claimed(chunk_id=claim.id, attempts=claim.attempts, to=ChunkStatus.PENDING,
-                                    error=reason[:2000], dispatched_at=timezone.now())
+    return chunk_transition_claimed(
+        chunk_id=claim.id,
+        attempts=claim.attempts,
+        to=ChunkStatus.PENDING,
+        error=reason[:2000],
+        dispatched_at=timezone.now(),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,7 @@ def _chunk_embed_claimed(claim: ClaimedChunk) -> EmbedOutcome:
             batcher = get_batcher(claim.embedder)
             if batcher.embedder.model_id != claim.embedding_model:
                 raise PermanentEmbeddingError(
-                    f"project is pinned to {claim.embedding_model} but the provider serves "
-                    f"{batcher.embedder.model_id}"
+                    f"project is pinned to {claim.embedding_model} but the provider serves {batcher.embedder.model_id}"
                 )
             result = batcher.embed(claim.content)
             vector, truncated = list(result.vector), result.truncated
@@ -211,5 +214,3 @@ def _report_progress(claim: ClaimedChunk) -> None:
         message=f"embedding {done}/{all_chunks} chunks",
     )
     events.publish_document_progress(document_id=claim.document_id, generation=claim.generation, counts=counts)
-
-

@@ -1,5 +1,6 @@
 """Finishing a run: the document's final status from its chunks, and its
 job ended truthfully."""
+
 from __future__ import annotations
 
 import logging
@@ -53,9 +54,14 @@ def document_finalize(
         error_message = _status_reason(status, counts, document_id)
         usable_fields = {"indexed_at": now} if status in (DocStatus.READY, DocStatus.PARTIAL) else {}
         document = document_transition(
-            document_id=document_id, from_statuses=DocStatus.INDEXING, to=status, actor=actor,
+            document_id=document_id,
+            from_statuses=DocStatus.INDEXING,
+            to=status,
+            actor=actor,
             reason=reason or _finish_words(status, counts) + (f": {error_message}" if error_message else ""),
-            embedding_finished_at=now, error_message=error_message, **usable_fields,
+            embedding_finished_at=now,
+            error_message=error_message,
+            **usable_fields,
         )
         if document.current_job_id:
             counters = {"chunks_failed": failed, "files_indexed": 1 if status != DocStatus.ERROR else 0}
@@ -102,8 +108,6 @@ def _status_reason(status: str, counts: dict[str, int], document_id: int) -> str
     if counts.get(ChunkStatus.CORRUPTED, 0):
         parts.append(f"{counts[ChunkStatus.CORRUPTED]}/{total} chunks were truncated by the model")
     return "; ".join(parts)
-
-
 
 
 def _finish_words(status: str, counts: dict[str, int]) -> str:

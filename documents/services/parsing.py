@@ -1,6 +1,7 @@
 """Parsing: a run begins, the stored file becomes chunks (streamed, batch by
 batch, in one transaction), and their embedding is dispatched. Also the
 retry run, which re-queues a document's failed chunks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -69,8 +70,12 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
             return None
         if parse_defer_if_paused(job=job, document=document):
             return None
-        fields = {"error_message": "", "parsing_started_at": timezone.now(), "parsing_finished_at": None,
-                  "embedding_finished_at": None}
+        fields = {
+            "error_message": "",
+            "parsing_started_at": timezone.now(),
+            "parsing_finished_at": None,
+            "embedding_finished_at": None,
+        }
         if document.status == DocStatus.INDEXING:
             # A redelivered task whose earlier attempt died before the end:
             # still indexing, under a new generation.
@@ -78,13 +83,22 @@ def _begin_run(*, document_id: int, job_id: int) -> Document | None:
             Document.objects.filter(id=document_id).update(updated_at=timezone.now(), **fields)
             for name, value in fields.items():
                 setattr(document, name, value)
-            document_record_repair(document_id=document_id, actor=history.WORKER,
-                                   reason="the run started again: an earlier attempt did not finish")
+            document_record_repair(
+                document_id=document_id,
+                actor=history.WORKER,
+                reason="the run started again: an earlier attempt did not finish",
+            )
         else:
             reason = "retry started" if job.kind == jobkinds.RETRY_CHUNKS else f"parsing {document.filename}"
             document = document_transition(
-                document_id=document_id, from_statuses=DOCUMENT_RUN_SOURCES, to=DocStatus.INDEXING,
-                actor=history.WORKER, reason=reason, new_generation=True, job_id=job_id, **fields,
+                document_id=document_id,
+                from_statuses=DOCUMENT_RUN_SOURCES,
+                to=DocStatus.INDEXING,
+                actor=history.WORKER,
+                reason=reason,
+                new_generation=True,
+                job_id=job_id,
+                **fields,
             )
         job_services.job_set_progress(job_id=job_id, percentage=0, message=f"parsing {document.filename}")
         job_services.job_mark_working(job_id=job_id)
@@ -123,9 +137,14 @@ def document_parse(*, document_id: int, job_id: int) -> None:
             parsed, drafts = _parse_lazily(document, local_files=local_files)
             _store_chunks_and_dispatch(document=document, job_id=job_id, drafts=drafts, parsed=parsed)
     except _ParseFailed as failure:
-        _document_fail(document_id=document_id, job_id=job_id, generation=document.generation,
-                       error_type=failure.error_type, message=failure.message,
-                       error_traceback=failure.error_traceback)
+        _document_fail(
+            document_id=document_id,
+            job_id=job_id,
+            generation=document.generation,
+            error_type=failure.error_type,
+            message=failure.message,
+            error_traceback=failure.error_traceback,
+        )
 
 
 def _parse_lazily(document: Document, *, local_files: ExitStack) -> tuple[ParsedDocument, Iterator[ChunkDraft]]:
@@ -304,8 +323,9 @@ def _replace_previous_chunks(*, document_id: int, model_id: str) -> set[int]:
     chunks down to positions 0, 1, 2, .... Returns the ids of the new chunks
     that kept ones replaced."""
     with connection.cursor() as cursor:
-        cursor.execute(_KEEP_UNCHANGED_SQL, {"document_id": document_id, "offset": NEW_CHUNKS_OFFSET,
-                                             "model_id": model_id})
+        cursor.execute(
+            _KEEP_UNCHANGED_SQL, {"document_id": document_id, "offset": NEW_CHUNKS_OFFSET, "model_id": model_id}
+        )
         replaced = {new_id for (new_id,) in cursor.fetchall()}
     Chunk.objects.filter(document_id=document_id, position__lt=NEW_CHUNKS_OFFSET).delete()
     Chunk.objects.filter(document_id=document_id).update(position=F("position") - NEW_CHUNKS_OFFSET)
@@ -318,8 +338,11 @@ def _finish_parsing(
     """Record the parse on the (locked) document and its job, and dispatch the
     embedding of the chunks that need it once the transaction commits."""
     document.parsing_finished_at = timezone.now()
-    document.metadata = {**document.metadata, **({"title": parsed.title} if parsed.title else {}),
-                         **(parsed.metadata or {})}
+    document.metadata = {
+        **document.metadata,
+        **({"title": parsed.title} if parsed.title else {}),
+        **(parsed.metadata or {}),
+    }
     document.save(update_fields=["parsing_finished_at", "metadata", "updated_at"])
     to_embed = [chunk_id for chunk_id in chunk_ids if chunk_id not in replaced]
     # Unchanged chunks are already final: the document's progress counts them.
@@ -338,13 +361,13 @@ def _finish_parsing(
     priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first() or Job.Priority.NORMAL
     if to_embed:
         transaction.on_commit(
-            lambda: dispatch_chord(chunk_ids=to_embed, document_id=document_id, generation=generation,
-                                   chord_id=chord_id, priority=priority)
+            lambda: dispatch_chord(
+                chunk_ids=to_embed, document_id=document_id, generation=generation, chord_id=chord_id, priority=priority
+            )
         )
     else:
         # Nothing to embed (an unchanged reindex): finish now.
         transaction.on_commit(lambda: document_finalize(document_id=document_id, generation=generation))
-
 
 
 def _document_fail(
@@ -353,12 +376,19 @@ def _document_fail(
     with transaction.atomic():
         lock_job_and_document(document_id=document_id, job_id=job_id)
         failed = document_transition(
-            document_id=document_id, from_statuses=DocStatus.INDEXING, to=DocStatus.ERROR, actor=history.WORKER,
-            reason=message, generation=generation, job_id=job_id, error_message=message,
+            document_id=document_id,
+            from_statuses=DocStatus.INDEXING,
+            to=DocStatus.ERROR,
+            actor=history.WORKER,
+            reason=message,
+            generation=generation,
+            job_id=job_id,
+            error_message=message,
         )
         if failed is not None:
-            job_services.job_fail(job_id=job_id, error_type=error_type, error_message=message,
-                                  error_traceback=error_traceback)
+            job_services.job_fail(
+                job_id=job_id, error_type=error_type, error_message=message, error_traceback=error_traceback
+            )
 
 
 # --- Retry failed chunks ------------------------------------------------------------
@@ -381,29 +411,44 @@ def document_retry_chunks(*, document_id: int, job_id: int) -> None:
             chunk_ids.append(chunk_id)
             counts[status] += 1
         requeue = {"error": "", "attempts": 0, "lease_expires_at": None, "dispatched_at": now}
-        chunks_transition(chunks=Chunk.objects.filter(id__in=chunk_ids),
-                          from_statuses=[status for status in statuses if status != ChunkStatus.PENDING],
-                          to=ChunkStatus.PENDING, **requeue)
+        chunks_transition(
+            chunks=Chunk.objects.filter(id__in=chunk_ids),
+            from_statuses=[status for status in statuses if status != ChunkStatus.PENDING],
+            to=ChunkStatus.PENDING,
+            **requeue,
+        )
         Chunk.objects.filter(id__in=chunk_ids, status=ChunkStatus.PENDING).update(updated_at=now, **requeue)
         Document.objects.filter(id=document_id).update(parsing_finished_at=now)
-        job_services.job_set_progress(job_id=job_id, percentage=0,
-                                      message=f"retrying 0/{len(chunk_ids)} chunks ({_retry_breakdown(counts)})",
-                                      chunks_created=len(chunk_ids))
+        job_services.job_set_progress(
+            job_id=job_id,
+            percentage=0,
+            message=f"retrying 0/{len(chunk_ids)} chunks ({_retry_breakdown(counts)})",
+            chunks_created=len(chunk_ids),
+        )
         job_services.job_set_task_ids(job_id=job_id, chord_id=chord_id)
         job_services.job_update_metadata(
             job_id=job_id, chunks_final_at_start=Chunk.objects.filter(document_id=document_id).count() - len(chunk_ids)
         )
         generation = document.generation
         if chunk_ids:
-            transaction.on_commit(lambda: dispatch_chord(chunk_ids=chunk_ids, document_id=document_id,
-                                                         generation=generation, chord_id=chord_id,
-                                                         priority=job.priority))
+            transaction.on_commit(
+                lambda: dispatch_chord(
+                    chunk_ids=chunk_ids,
+                    document_id=document_id,
+                    generation=generation,
+                    chord_id=chord_id,
+                    priority=job.priority,
+                )
+            )
         else:
             transaction.on_commit(lambda: document_finalize(document_id=document_id, generation=generation))
 
 
 def _retry_breakdown(counts: dict[str, int]) -> str:
-    words = {ChunkStatus.ERROR: "failed", ChunkStatus.PENDING: "left pending by a cancelled run",
-             ChunkStatus.CORRUPTED: "truncated"}
+    words = {
+        ChunkStatus.ERROR: "failed",
+        ChunkStatus.PENDING: "left pending by a cancelled run",
+        ChunkStatus.CORRUPTED: "truncated",
+    }
     parts = [f"{count} {words[status]}" for status, count in counts.items() if count]
     return ", ".join(parts) or "nothing to retry"

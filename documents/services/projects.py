@@ -1,4 +1,5 @@
 """Projects: creating one, and the embedding model it is pinned to."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -32,11 +33,15 @@ def project_create(
         members.append(owner)
     if members:
         project.members.add(*members)
-    history.audit_record(project_id=project.id, actor=actor, action="project.created", target=f"project {name}",
-                         embedder=spec, members=[member.pk for member in members])
-    transaction.on_commit(
-        lambda: vectorindex.ensure_index(model_id=provider.model_id, dimensions=provider.dimensions)
+    history.audit_record(
+        project_id=project.id,
+        actor=actor,
+        action="project.created",
+        target=f"project {name}",
+        embedder=spec,
+        members=[member.pk for member in members],
     )
+    transaction.on_commit(lambda: vectorindex.ensure_index(model_id=provider.model_id, dimensions=provider.dimensions))
     return project
 
 
@@ -49,4 +54,3 @@ def project_embedder(project: Project):
             f"{provider.model_id} ({provider.dimensions} dims)"
         )
     return provider
-

@@ -4,6 +4,7 @@ Each repair is made through the transition functions and recorded in the
 history with the reconciler as its actor and the reason in words; a repair
 of a batch of chunks is one history row on their document.
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,8 +88,9 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
             dispatched_at__lt=now - lease, document__parsing_finished_at__lt=now - lease
         )
         lost = set(
-            stale.filter(document_id__in=[doc_id for doc_id, _ in lost_documents])
-            .values_list("id", "document_id")[:limit]
+            stale.filter(document_id__in=[doc_id for doc_id, _ in lost_documents]).values_list("id", "document_id")[
+                :limit
+            ]
         )
         unclaimed = set(sent_over_a_lease_ago.values_list("id", "document_id")[:limit]) - lost
         pending = sorted(lost | unclaimed)
@@ -97,8 +99,15 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
             transaction.on_commit(lambda d=doc_id, g=generation: events.mark_dispatched(document_id=d, generation=g))
         restarted = _windows_stalled(indexing, limit=limit)
         Chunk.objects.filter(id__in=[chunk_id for chunk_id, _ in restarted]).update(dispatched_at=now)
-        _record_chunk_repairs(actor=actor, retry=retry, exhausted=exhausted, lost=lost, unclaimed=unclaimed,
-                              restarted=restarted, max_attempts=max_attempts)
+        _record_chunk_repairs(
+            actor=actor,
+            retry=retry,
+            exhausted=exhausted,
+            lost=lost,
+            unclaimed=unclaimed,
+            restarted=restarted,
+            max_attempts=max_attempts,
+        )
         to_send = [chunk_id for chunk_id, _ in retry + pending + restarted]
         if to_send:
             transaction.on_commit(lambda: dispatch_chunks(to_send))
@@ -106,10 +115,16 @@ def chunks_redispatch_stuck(*, limit: int = 5000) -> dict[str, int]:
         logger.warning(
             "reconcile: re-dispatched %s chunks past their lease, %s pending chunks with no live task; "
             "%s chunks out of attempts set to error",
-            len(retry), len(pending), gave_up,
+            len(retry),
+            len(pending),
+            gave_up,
         )
-    return {"lease_expired": len(retry), "pending_lost": len(pending), "gave_up": gave_up,
-            "window_restarted": len(restarted)}
+    return {
+        "lease_expired": len(retry),
+        "pending_lost": len(pending),
+        "gave_up": gave_up,
+        "window_restarted": len(restarted),
+    }
 
 
 def _windows_stalled(indexing, *, limit: int) -> list[tuple[int, int]]:
@@ -131,9 +146,11 @@ def _windows_stalled(indexing, *, limit: int) -> list[tuple[int, int]]:
     window = settings.MIRAGE_DISPATCH_WINDOW
     restarted = []
     for document_id in stalled:
-        ids = Chunk.objects.filter(
-            document_id=document_id, status=ChunkStatus.PENDING, dispatched_at__isnull=True
-        ).order_by("position").values_list("id", flat=True)[:window]
+        ids = (
+            Chunk.objects.filter(document_id=document_id, status=ChunkStatus.PENDING, dispatched_at__isnull=True)
+            .order_by("position")
+            .values_list("id", flat=True)[:window]
+        )
         restarted.extend((chunk_id, document_id) for chunk_id in ids)
     return restarted
 
@@ -142,9 +159,7 @@ def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, rest
     """One history row per document and kind of repair."""
     by_kind = {
         "re-sent {} stranded by a dead worker (lease expired)": Counter(doc_id for _, doc_id in retry),
-        "set {} to error: the worker was lost " + f"{max_attempts} times": Counter(
-            doc_id for _, doc_id in exhausted
-        ),
+        "set {} to error: the worker was lost " + f"{max_attempts} times": Counter(doc_id for _, doc_id in exhausted),
         "re-sent {} whose messages Redis lost": Counter(doc_id for _, doc_id in lost),
         "re-sent {} that no worker took within a lease of being sent (message lost or queue backlog)": Counter(
             doc_id for _, doc_id in unclaimed
@@ -153,8 +168,9 @@ def _record_chunk_repairs(*, actor: str, retry, exhausted, lost, unclaimed, rest
     }
     for template, per_document in by_kind.items():
         for document_id, count in per_document.items():
-            document_record_repair(document_id=document_id, actor=actor,
-                                   reason=template.format(_plural(count, "chunk")))
+            document_record_repair(
+                document_id=document_id, actor=actor, reason=template.format(_plural(count, "chunk"))
+            )
 
 
 def documents_finalize_settled() -> list[int]:
@@ -175,11 +191,14 @@ def documents_finalize_settled() -> list[int]:
         derived = derive_document_status(document_counts)
         if derived != DocStatus.INDEXING:
             status = document_finalize(
-                document_id=document_id, actor=actor,
+                document_id=document_id,
+                actor=actor,
                 reason=f"every chunk had finished but the run's callback never came; finished as {derived}",
             )
             if status:
-                logger.warning("reconcile: finalized document %s as %s (its chord callback was lost)", document_id, status)
+                logger.warning(
+                    "reconcile: finalized document %s as %s (its chord callback was lost)", document_id, status
+                )
                 finalized.append(document_id)
     return finalized
 
@@ -187,18 +206,21 @@ def documents_finalize_settled() -> list[int]:
 def chunks_fail_stranded(*, actor: str = history.SYSTEM) -> int:
     """Chunks left `pending` or `processing` in a document that already
     finished (not cancelled) can never run: say so."""
-    stranded = Chunk.objects.filter(
-        document__status__in=[DocStatus.READY, DocStatus.PARTIAL, DocStatus.ERROR]
+    stranded = Chunk.objects.filter(document__status__in=[DocStatus.READY, DocStatus.PARTIAL, DocStatus.ERROR])
+    per_document = Counter(stranded.filter(status__in=Chunk.ACTIVE_STATUSES).values_list("document_id", flat=True))
+    count = chunks_transition(
+        chunks=stranded,
+        from_statuses=Chunk.ACTIVE_STATUSES,
+        to=ChunkStatus.ERROR,
+        error="stranded: its document had already finished",
+        lease_expires_at=None,
     )
-    per_document = Counter(
-        stranded.filter(status__in=Chunk.ACTIVE_STATUSES).values_list("document_id", flat=True)
-    )
-    count = chunks_transition(chunks=stranded, from_statuses=Chunk.ACTIVE_STATUSES, to=ChunkStatus.ERROR,
-                              error="stranded: its document had already finished", lease_expires_at=None)
     for document_id, stranded_count in per_document.items():
-        document_record_repair(document_id=document_id, actor=actor,
-                               reason=f"set {_plural(stranded_count, 'stranded chunk')} to error: "
-                               "the document had already finished")
+        document_record_repair(
+            document_id=document_id,
+            actor=actor,
+            reason=f"set {_plural(stranded_count, 'stranded chunk')} to error: the document had already finished",
+        )
     if count:
         logger.warning("repair: %s stranded chunks set to error", count)
     return count
@@ -218,8 +240,12 @@ def documents_rederive_disagreeing(*, actor: str = history.SYSTEM) -> list[int]:
             continue
         message = _status_reason(derived, counts, document.id)
         moved = document_transition(
-            document_id=document.id, from_statuses=document.status, to=derived, actor=actor,
-            reason=f"its chunks say {derived}, not {document.status}", generation=document.generation,
+            document_id=document.id,
+            from_statuses=document.status,
+            to=derived,
+            actor=actor,
+            reason=f"its chunks say {derived}, not {document.status}",
+            generation=document.generation,
             error_message=message,
         )
         if moved is not None:
@@ -246,8 +272,13 @@ def documents_redispatch_unparsed() -> dict[str, int]:
         if document.status == DocStatus.PENDING and (job is None or job.is_final):
             message = "the document was never dispatched (its job is gone or finished)"
             if document_transition(
-                document_id=document.id, from_statuses=DocStatus.PENDING, to=DocStatus.ERROR, actor=actor,
-                reason=message, generation=document.generation, error_message=message,
+                document_id=document.id,
+                from_statuses=DocStatus.PENDING,
+                to=DocStatus.ERROR,
+                actor=actor,
+                reason=message,
+                generation=document.generation,
+                error_message=message,
             ):
                 logger.warning("reconcile: document %s was never dispatched; set to error", document.id)
                 failed += 1
@@ -271,8 +302,13 @@ def documents_redispatch_unparsed() -> dict[str, int]:
                 message = f"the document was dispatched {attempts} times and never parsed"
                 job_services.job_fail(job_id=job.id, error_type="dispatch_lost", error_message=message, actor=actor)
                 document_transition(
-                    document_id=document.id, from_statuses=Document.ACTIVE_STATUSES, to=DocStatus.ERROR,
-                    actor=actor, reason=message, generation=document.generation, error_message=message,
+                    document_id=document.id,
+                    from_statuses=Document.ACTIVE_STATUSES,
+                    to=DocStatus.ERROR,
+                    actor=actor,
+                    reason=message,
+                    generation=document.generation,
+                    error_message=message,
                 )
                 failed += 1
                 logger.warning("reconcile: document %s never parsed after %s dispatches; failed", document.id, attempts)
@@ -282,8 +318,12 @@ def documents_redispatch_unparsed() -> dict[str, int]:
             if document.status == DocStatus.INDEXING:
                 # Let the next parse begin a fresh run.
                 document_transition(
-                    document_id=document.id, from_statuses=DocStatus.INDEXING, to=DocStatus.PENDING, actor=actor,
-                    reason=reason, generation=document.generation,
+                    document_id=document.id,
+                    from_statuses=DocStatus.INDEXING,
+                    to=DocStatus.PENDING,
+                    actor=actor,
+                    reason=reason,
+                    generation=document.generation,
                 )
             else:
                 document_record_repair(document_id=document.id, actor=actor, reason=reason)

@@ -1,5 +1,6 @@
 """Runs of a document: starting a reindex or a retry, stopping a run
 (cancel, timeout) and deleting a document."""
+
 from __future__ import annotations
 
 from django.core.files.storage import default_storage
@@ -45,12 +46,11 @@ def retry_statuses(*, include_corrupted: bool) -> list[str]:
 
 
 @transaction.atomic
-def document_reindex(
-    *, document: Document, actor: str = history.SYSTEM, priority: str = Job.Priority.NORMAL
-) -> Job:
+def document_reindex(*, document: Document, actor: str = history.SYSTEM, priority: str = Job.Priority.NORMAL) -> Job:
     """Queue a re-parse of the stored file. Unchanged chunks keep their vectors."""
-    return _document_start_job(document=document, kind=jobkinds.REINDEX_DOCUMENT, actor=actor,
-                               action="document.reindex", priority=priority)
+    return _document_start_job(
+        document=document, kind=jobkinds.REINDEX_DOCUMENT, actor=actor, action="document.reindex", priority=priority
+    )
 
 
 @transaction.atomic
@@ -81,7 +81,12 @@ def document_retry_failed(
 
 
 def _document_start_job(
-    *, document: Document, kind: str, actor: str, action: str, metadata: dict | None = None,
+    *,
+    document: Document,
+    kind: str,
+    actor: str,
+    action: str,
+    metadata: dict | None = None,
     priority: str = Job.Priority.NORMAL,
 ) -> Job:
     document = Document.objects.select_for_update().get(id=document.id)
@@ -98,9 +103,16 @@ def _document_start_job(
     )
     document.current_job = job
     document.save(update_fields=["current_job", "updated_at"])
-    history.audit_record(project_id=document.project_id, actor=actor, action=action,
-                         target=f"document {document.id} {document.filename}", document_id=document.id,
-                         job_id=job.id, priority=priority, **(metadata or {}))
+    history.audit_record(
+        project_id=document.project_id,
+        actor=actor,
+        action=action,
+        target=f"document {document.id} {document.filename}",
+        document_id=document.id,
+        job_id=job.id,
+        priority=priority,
+        **(metadata or {}),
+    )
     return job
 
 
@@ -114,9 +126,15 @@ def document_delete(*, document: Document, actor: str = history.SYSTEM) -> None:
             job_services.job_cancel(job_id=active.id, actor=actor, reason="its document was deleted")
         file_name = document.file.name
         deleted = {"id": document.id, "project_id": document.project_id, "filename": document.filename}
-        history.audit_record(project_id=document.project_id, actor=actor, action="document.deleted",
-                             target=f"document {document.id} {document.filename}", document_id=document.id,
-                             sha256=document.content_sha256, size_bytes=document.size_bytes)
+        history.audit_record(
+            project_id=document.project_id,
+            actor=actor,
+            action="document.deleted",
+            target=f"document {document.id} {document.filename}",
+            document_id=document.id,
+            sha256=document.content_sha256,
+            size_bytes=document.size_bytes,
+        )
         document.delete()
         signals.document_deleted.send(sender=Document, data=deleted)
         transaction.on_commit(lambda: default_storage.delete(file_name))
@@ -142,24 +160,36 @@ def document_cancel_work(job: Job, *, actor: str, reason: str) -> None:
     if job.status == Job.Status.CANCELLED:
         # Cancelled work may be resumed by a retry or reindex: chunks go back
         # to `pending`, and a claimed chunk's late result is refused.
-        chunks_transition(chunks=active, from_statuses=ChunkStatus.PROCESSING, to=ChunkStatus.PENDING,
-                          lease_expires_at=None)
+        chunks_transition(
+            chunks=active, from_statuses=ChunkStatus.PROCESSING, to=ChunkStatus.PENDING, lease_expires_at=None
+        )
         final_status, message = DocStatus.CANCELLED, ""
     else:
         # The job failed (timed out): what was embedded stays usable, the rest
         # is an error, and the document says which it is.
         message = job.error_message or "the job failed"
-        chunks_transition(chunks=active, from_statuses=Chunk.ACTIVE_STATUSES, to=ChunkStatus.ERROR,
-                          error=f"not embedded: {message}", lease_expires_at=None)
+        chunks_transition(
+            chunks=active,
+            from_statuses=Chunk.ACTIVE_STATUSES,
+            to=ChunkStatus.ERROR,
+            error=f"not embedded: {message}",
+            lease_expires_at=None,
+        )
         counts = document_chunk_counts(document.id)
         # A document still `pending` never began this run: whatever chunks it
         # has are an earlier run's.
         indexing = document.status == DocStatus.INDEXING
         final_status = derive_document_status(counts) if counts and indexing else DocStatus.ERROR
     document_transition(
-        document_id=document.id, from_statuses=document.status, to=final_status, actor=actor,
-        reason=reason if final_status == DocStatus.CANCELLED else message, new_generation=True,
-        job_id=job.id, error_message=message, **_finished_at(final_status),
+        document_id=document.id,
+        from_statuses=document.status,
+        to=final_status,
+        actor=actor,
+        reason=reason if final_status == DocStatus.CANCELLED else message,
+        new_generation=True,
+        job_id=job.id,
+        error_message=message,
+        **_finished_at(final_status),
     )
 
 

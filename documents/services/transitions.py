@@ -18,6 +18,7 @@ Chunks change in batches and are too many to keep a history row each: a
 chunk keeps its `attempts` and last `error`, and repairs done to a batch are
 recorded as one row on its document (`document_record_repair`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -93,9 +94,7 @@ def lock_job_and_document(*, document_id: int, job_id: int | None = None) -> tup
     if job_id is None:
         job_id = Document.objects.filter(id=document_id).values_list("current_job_id", flat=True).first()
     job = Job.objects.select_for_update().filter(id=job_id).first() if job_id else None
-    document = (
-        Document.objects.select_for_update(of=("self",)).select_related("project").filter(id=document_id).first()
-    )
+    document = Document.objects.select_for_update(of=("self",)).select_related("project").filter(id=document_id).first()
     return job, document
 
 
@@ -122,8 +121,7 @@ def document_transition(
     defaults to the document's current job.
     """
     from_statuses = _as_tuple(from_statuses)
-    check_transition(entity=f"document {document_id}", table=DOCUMENT_TRANSITIONS, from_statuses=from_statuses,
-                     to=to)
+    check_transition(entity=f"document {document_id}", table=DOCUMENT_TRANSITIONS, from_statuses=from_statuses, to=to)
     with transaction.atomic():
         document = (
             Document.objects.select_for_update(of=("self",)).select_related("project").filter(id=document_id).first()
@@ -141,8 +139,14 @@ def document_transition(
         for name, value in fields.items():
             setattr(document, name, value)
         history.status_change_record(
-            entity="document", entity_id=document.id, project_id=document.project_id, from_status=previous,
-            to_status=to, actor=actor, reason=reason, job_id=job_id or document.current_job_id,
+            entity="document",
+            entity_id=document.id,
+            project_id=document.project_id,
+            from_status=previous,
+            to_status=to,
+            actor=actor,
+            reason=reason,
+            job_id=job_id or document.current_job_id,
         )
         transaction.on_commit(lambda: events.publish_document(document))
         signals.document_status_changed.send(sender=Document, document=document, previous=previous)
@@ -152,8 +156,14 @@ def document_transition(
 def document_record_created(*, document: Document, actor: str, reason: str = "uploaded") -> None:
     """The first history row of a new (`pending`) document."""
     history.status_change_record(
-        entity="document", entity_id=document.id, project_id=document.project_id, from_status="",
-        to_status=document.status, actor=actor, reason=reason, job_id=document.current_job_id,
+        entity="document",
+        entity_id=document.id,
+        project_id=document.project_id,
+        from_status="",
+        to_status=document.status,
+        actor=actor,
+        reason=reason,
+        job_id=document.current_job_id,
     )
 
 
@@ -164,8 +174,14 @@ def document_record_repair(*, document_id: int, actor: str, reason: str) -> None
     if row is None:
         return
     history.status_change_record(
-        entity="document", entity_id=document_id, project_id=row["project_id"], from_status=row["status"],
-        to_status=row["status"], actor=actor, reason=reason, job_id=row["current_job_id"],
+        entity="document",
+        entity_id=document_id,
+        project_id=row["project_id"],
+        from_status=row["status"],
+        to_status=row["status"],
+        actor=actor,
+        reason=reason,
+        job_id=row["current_job_id"],
     )
 
 
@@ -186,10 +202,15 @@ def chunk_transition_claimed(*, chunk_id: int, attempts: int, to: str, **fields)
     to `to`. False when the claim was lost (re-dispatched, cancelled, or
     already final)."""
     fields.setdefault("lease_expires_at", None)
-    return chunks_transition(
-        chunks=Chunk.objects.filter(id=chunk_id, attempts=attempts), from_statuses=ChunkStatus.PROCESSING, to=to,
-        **fields,
-    ) == 1
+    return (
+        chunks_transition(
+            chunks=Chunk.objects.filter(id=chunk_id, attempts=attempts),
+            from_statuses=ChunkStatus.PROCESSING,
+            to=to,
+            **fields,
+        )
+        == 1
+    )
 
 
 # One statement claims chunks (pending -> processing) and brings along

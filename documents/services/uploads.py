@@ -1,5 +1,6 @@
 """Submitting files: an upload becomes a stored file, a `pending` document
 and the job that will index it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -177,9 +178,17 @@ def document_submit(
             Document.objects.filter(id=document.id).update(current_job=job)
             document.current_job = job
             document_record_created(document=document, actor=actor)
-            history.audit_record(project_id=project.id, actor=actor, action="document.uploaded",
-                                 target=f"document {document.id} {filename}", document_id=document.id,
-                                 size_bytes=size, sha256=sha256, file_type=file_type, priority=priority)
+            history.audit_record(
+                project_id=project.id,
+                actor=actor,
+                action="document.uploaded",
+                target=f"document {document.id} {filename}",
+                document_id=document.id,
+                size_bytes=size,
+                sha256=sha256,
+                file_type=file_type,
+                priority=priority,
+            )
             transaction.on_commit(lambda: events.publish_document(document))
     except IntegrityError:
         # The same bytes arrived concurrently and the other upload won.
@@ -187,5 +196,3 @@ def document_submit(
         existing = Document.objects.get(project=project, content_sha256=sha256)
         return Submission(document=existing, job=existing.current_job, created=False)
     return Submission(document=document, job=job, created=True)
-
-

@@ -20,16 +20,41 @@ class JobSerializer(serializers.ModelSerializer):
 
     paused = serializers.SerializerMethodField(help_text="The job's project, or the deployment, is paused.")
     paused_reason = serializers.SerializerMethodField(help_text="Who paused it, when and why; empty when not paused.")
+
     class Meta:
         model = Job
         fields = [
-            "id", "kind", "status", "priority", "paused", "paused_reason", "project_id", "subject_id", "parent_id",
-            "progress_percentage", "progress_message",
-            "files_scanned", "files_indexed", "chunks_created", "chunks_failed",
-            "error_message", "error_type", "error_traceback",
-            "created_at", "updated_at", "started_at", "work_started_at", "completed_at", "cancelled_at",
-            "queued_at", "waiting_seconds", "working_seconds", "queue_position",
-            "metadata", "celery_task_id", "celery_chord_id",
+            "id",
+            "kind",
+            "status",
+            "priority",
+            "paused",
+            "paused_reason",
+            "project_id",
+            "subject_id",
+            "parent_id",
+            "progress_percentage",
+            "progress_message",
+            "files_scanned",
+            "files_indexed",
+            "chunks_created",
+            "chunks_failed",
+            "error_message",
+            "error_type",
+            "error_traceback",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "work_started_at",
+            "completed_at",
+            "cancelled_at",
+            "queued_at",
+            "waiting_seconds",
+            "working_seconds",
+            "queue_position",
+            "metadata",
+            "celery_task_id",
+            "celery_chord_id",
         ]
         read_only_fields = fields
 
@@ -50,6 +75,7 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_queue_position(self, job) -> int | None:
         return self._timing(job)["queue_position"]
+
     def get_paused(self, job) -> bool:
         return pause_state(self.context, project_id=job.project_id, active=not job.is_final)[0]
 

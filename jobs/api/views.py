@@ -73,8 +73,9 @@ class JobCancelApi(APIView):
     def post(self, request, job_id: int):
         job = get_object_or_404(selectors.jobs_for_user(request.user), id=job_id)
         try:
-            job = services.job_cancel(job_id=job.id, actor=history.user_actor(request.user),
-                                      reason="cancelled through the API")
+            job = services.job_cancel(
+                job_id=job.id, actor=history.user_actor(request.user), reason="cancelled through the API"
+            )
         except services.JobAlreadyFinished as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

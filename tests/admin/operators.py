@@ -1,5 +1,6 @@
 """Staff users as operators get them: staff with the model permissions the
 admin pages check, not superusers, so the permission checks are exercised."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import Permission

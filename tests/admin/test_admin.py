@@ -1,6 +1,7 @@
 """The operator's admin: pages load for staff only, actions go through the
 services, filters select the right documents, lists cost a constant number
 of queries, and the live progress feed tells the truth."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -99,8 +100,13 @@ def test_non_staff_is_redirected_to_login(client):
     client.force_login(make_user(staff=False))
     document = new_document(make_project(), "private")
 
-    for page in [DOCUMENTS, JOBS, DOCUMENT_UPLOAD, f"{DOCUMENT_PROGRESS}?ids={document.id}",
-                 f"{JOB_PROGRESS}?ids={document.current_job_id}"]:
+    for page in [
+        DOCUMENTS,
+        JOBS,
+        DOCUMENT_UPLOAD,
+        f"{DOCUMENT_PROGRESS}?ids={document.id}",
+        f"{JOB_PROGRESS}?ids={document.current_job_id}",
+    ]:
         response = client.get(page)
         assert response.status_code == 302, page
         assert response["Location"].startswith(reverse("admin:login")), page
@@ -120,7 +126,7 @@ def test_document_page_shows_its_history_as_timeline_current_job_and_flower_link
     # The timeline is the document's history: who moved it where, and why.
     job_services.job_cancel(job_id=document.current_job_id, actor="operator:7", reason="cancelled in the admin")
     content = operator_client.get(reverse("admin:documents_document_change", args=[document.id])).content.decode()
-    timeline = content[content.index("<h2>Timeline</h2>"):content.index("<h2>Current job</h2>")]
+    timeline = content[content.index("<h2>Timeline</h2>") : content.index("<h2>Current job</h2>")]
     assert "uploaded" in timeline and "system" in timeline
     assert "operator:7" in timeline and "cancelled in the admin" in timeline
     assert timeline.index("uploaded") < timeline.index("cancelled in the admin")
@@ -148,8 +154,12 @@ def test_document_page_lists_chunks_fifty_per_page_and_by_status(operator_client
 def test_job_page_shows_the_traceback_in_pre(operator_client):
     document = new_document(make_project(), "broken")
     job_services.jobs_admit_pending()
-    job_services.job_fail(job_id=document.current_job_id, error_type="parse_error", error_message="bad file",
-                          error_traceback="Traceback (most recent call last):\n  boom")
+    job_services.job_fail(
+        job_id=document.current_job_id,
+        error_type="parse_error",
+        error_message="bad file",
+        error_traceback="Traceback (most recent call last):\n  boom",
+    )
 
     response = operator_client.get(reverse("admin:jobs_job_change", args=[document.current_job_id]))
 
@@ -427,7 +437,9 @@ def test_project_created_in_admin_pins_its_embedding_model_through_the_service(o
     project = Project.objects.get(name="from-admin")
     hashing = get_embedder("hash")
     assert (project.embedder, project.embedding_model, project.embedding_dimensions) == (
-        "hash", hashing.model_id, hashing.dimensions,
+        "hash",
+        hashing.model_id,
+        hashing.dimensions,
     )
     assert list(project.members.all()) == [member]
 

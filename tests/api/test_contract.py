@@ -1,4 +1,5 @@
 """Contract tests: every endpoint and status code, on real Postgres and Redis."""
+
 import json
 
 import pytest
@@ -184,8 +185,15 @@ def test_document_detail_reports_chunk_progress(api, project):
     document = submit_bytes(project, MARKDOWN, "a.md").document
     Chunk.objects.bulk_create(
         [
-            Chunk(document=document, position=0, content="a", content_sha256="a", status="ready", embedding=[0.1] * 384,
-                  embedding_model="hash-384"),
+            Chunk(
+                document=document,
+                position=0,
+                content="a",
+                content_sha256="a",
+                status="ready",
+                embedding=[0.1] * 384,
+                embedding_model="hash-384",
+            ),
             Chunk(document=document, position=1, content="b", content_sha256="b", status="pending"),
         ]
     )
@@ -218,8 +226,9 @@ def test_reindex_and_retry_answer_202_with_a_new_job_or_409_while_busy(api, proj
     assert response.status_code == 202
     assert response.json()["kind"] == "reindex_document"
     Job.objects.filter(id=response.json()["id"]).update(status="failed")
-    Chunk.objects.create(document=document, position=0, content="x", content_sha256="0" * 64, status="error",
-                         error="provider refused")
+    Chunk.objects.create(
+        document=document, position=0, content="x", content_sha256="0" * 64, status="error", error="provider refused"
+    )
     retry = api.post(f"/api/v1/documents/{document.id}/retry/", {"include_corrupted": True}, format="json")
     assert retry.status_code == 202
     assert retry.json()["kind"] == "retry_chunks"
@@ -230,8 +239,14 @@ def test_retry_of_a_document_with_nothing_to_retry_is_refused_with_the_reason(ap
     document = submit_bytes(project, MARKDOWN, "a.md").document
     Job.objects.filter(id=document.current_job_id).update(status="completed", progress_percentage=100)
     Document.objects.filter(id=document.id).update(status="ready")
-    Chunk.objects.create(document=document, position=0, content="x", content_sha256="0" * 64, status="ready",
-                         embedding=[0.1] * project.embedding_dimensions)
+    Chunk.objects.create(
+        document=document,
+        position=0,
+        content="x",
+        content_sha256="0" * 64,
+        status="ready",
+        embedding=[0.1] * project.embedding_dimensions,
+    )
     jobs_before = Job.objects.count()
     response = api.post(f"/api/v1/documents/{document.id}/retry/")
     assert response.status_code == 409
@@ -249,9 +264,23 @@ def test_jobs_list_filters_and_detail_has_every_field(api, project):
     assert api.get("/api/v1/jobs/?status=completed").json()["count"] == 0
     assert api.get("/api/v1/jobs/?status=nonsense").status_code == 400
     detail = api.get(f"/api/v1/jobs/{submission.job.id}/").json()
-    for field in ("progress_percentage", "progress_message", "files_scanned", "files_indexed", "chunks_created",
-                  "chunks_failed", "error_message", "error_type", "error_traceback", "started_at", "completed_at",
-                  "cancelled_at", "metadata", "celery_task_id", "celery_chord_id"):
+    for field in (
+        "progress_percentage",
+        "progress_message",
+        "files_scanned",
+        "files_indexed",
+        "chunks_created",
+        "chunks_failed",
+        "error_message",
+        "error_type",
+        "error_traceback",
+        "started_at",
+        "completed_at",
+        "cancelled_at",
+        "metadata",
+        "celery_task_id",
+        "celery_chord_id",
+    ):
         assert field in detail
 
 
@@ -325,9 +354,16 @@ def _ready_chunks(project, texts):
     embedder = get_embedder("hash")
     Chunk.objects.bulk_create(
         [
-            Chunk(document=document, position=i, content=text, content_sha256=str(i), status="ready",
-                  structure={"title": "corpus"},
-                  embedding=embedder.embed_batch([text])[0].vector, embedding_model="hash-384")
+            Chunk(
+                document=document,
+                position=i,
+                content=text,
+                content_sha256=str(i),
+                status="ready",
+                structure={"title": "corpus"},
+                embedding=embedder.embed_batch([text])[0].vector,
+                embedding_model="hash-384",
+            )
             for i, text in enumerate(texts)
         ]
     )
@@ -337,8 +373,9 @@ def _ready_chunks(project, texts):
 
 @pytest.mark.parametrize("mode", ["semantic", "keyword", "hybrid"])
 def test_search_returns_ranked_hits_with_structure_and_score(api, project, mode):
-    document = _ready_chunks(project, ["salmon swim upstream to spawn", "tax forms are due in april",
-                                       "the river salmon run in autumn"])
+    document = _ready_chunks(
+        project, ["salmon swim upstream to spawn", "tax forms are due in april", "the river salmon run in autumn"]
+    )
     response = api.get(f"/api/v1/projects/{project.id}/search/?q=salmon&k=2&mode={mode}")
     assert response.status_code == 200
     hits = response.json()
@@ -369,4 +406,3 @@ def test_openapi_schema_and_swagger_ui_are_served(api):
 def test_unknown_api_path_is_a_json_404(api):
     response = api.get("/api/v1/nothing-here/")
     assert response.status_code == 404
-

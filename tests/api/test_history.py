@@ -1,5 +1,6 @@
 """History and audit through the API: what happened to a document or a job,
 who did it and why, oldest first; and what was done to a project's data."""
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -40,8 +41,11 @@ def test_job_history_follows_the_job_from_creation_to_its_end(api, user, project
 
 
 def test_upload_through_the_api_names_the_user_and_deletion_is_audited_after_the_document_is_gone(api, user, project):
-    upload = api.post(f"/api/v1/projects/{project.id}/documents/",
-                      {"file": SimpleUploadedFile("report.md", markdown_document())}, format="multipart")
+    upload = api.post(
+        f"/api/v1/projects/{project.id}/documents/",
+        {"file": SimpleUploadedFile("report.md", markdown_document())},
+        format="multipart",
+    )
     assert upload.status_code == 201, upload.content
     document_id = upload.json()["id"]
     assert entries(api.get(f"/api/v1/documents/{document_id}/history/"))[0] == ("", "pending", f"user:{user.id}")
@@ -92,12 +96,21 @@ def test_a_lost_callback_repair_names_the_reconciler_and_the_reason(project):
 
     Job.objects.filter(id=job_id).update(status="running")
     Document.objects.filter(id=document.id).update(status="indexing", parsing_finished_at="2026-01-01T00:00:00Z")
-    Chunk.objects.create(document=document, position=0, content="x", content_sha256="0" * 64, status="ready",
-                         embedding=[0.1] * project.embedding_dimensions)
+    Chunk.objects.create(
+        document=document,
+        position=0,
+        content="x",
+        content_sha256="0" * 64,
+        status="ready",
+        embedding=[0.1] * project.embedding_dimensions,
+    )
     assert services.documents_finalize_settled() == [document.id]
     from common.models import StatusChange
 
     last = StatusChange.objects.filter(entity="document", entity_id=document.id).order_by("id").last()
-    assert (last.from_status, last.to_status, last.actor) == ("indexing", "ready",
-                                                              "reconciler:finalize_settled_documents")
+    assert (last.from_status, last.to_status, last.actor) == (
+        "indexing",
+        "ready",
+        "reconciler:finalize_settled_documents",
+    )
     assert "callback never came" in last.reason

@@ -1,5 +1,6 @@
 """A second user sees nothing of the first user's project: 404 everywhere,
 nothing in lists or search."""
+
 import pytest
 
 from documents.webhooks import services as webhooks
@@ -18,10 +19,12 @@ def owned(project):
 @pytest.fixture
 def hooked(owned):
     project = owned[0]
-    webhook = webhooks.webhook_create(project=project, url="https://hooks.example.org/x", events=["job.final"],
-                                      actor="system")
-    delivery = WebhookDelivery.objects.create(webhook=webhook, message_id="msg_isolation", event_type="job.final",
-                                              body="{}", state="failed")
+    webhook = webhooks.webhook_create(
+        project=project, url="https://hooks.example.org/x", events=["job.final"], actor="system"
+    )
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook, message_id="msg_isolation", event_type="job.final", body="{}", state="failed"
+    )
     return webhook, delivery
 
 

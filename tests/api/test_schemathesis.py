@@ -2,6 +2,7 @@
 (valid and invalid) for every operation in /api/schema/, sends them through
 the WSGI application and checks that no answer is a 5xx and that every
 status code, content type and body is one the schema declares."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,8 +77,12 @@ def flatmap_path_parameters(context, path_parameters):
     if not real:
         return st.just(path_parameters)
     return st.one_of(
-        st.fixed_dictionaries({**{name: st.just(value) for name, value in path_parameters.items()},
-                               **{name: st.sampled_from(ids) for name, ids in real.items()}}),
+        st.fixed_dictionaries(
+            {
+                **{name: st.just(value) for name, value in path_parameters.items()},
+                **{name: st.sampled_from(ids) for name, ids in real.items()},
+            }
+        ),
         st.just(path_parameters),
     )
 
@@ -155,10 +160,16 @@ def world(settings, tmp_path):
     vector = get_embedder("hash").embed_batch(["salmon"])[0].vector
     Chunk.objects.bulk_create(
         [
-            Chunk(document=document, position=position, content=f"salmon river {position}",
-                  content_sha256=f"fixture-{position}", status=status, structure={"title": "guide"},
-                  embedding=None if status == "error" else vector,
-                  embedding_model="" if status == "error" else "hash-384")
+            Chunk(
+                document=document,
+                position=position,
+                content=f"salmon river {position}",
+                content_sha256=f"fixture-{position}",
+                status=status,
+                structure={"title": "guide"},
+                embedding=None if status == "error" else vector,
+                embedding_model="" if status == "error" else "hash-384",
+            )
             for position, status in enumerate(["ready", "ready", "error", "corrupted"])
         ]
     )
@@ -168,8 +179,9 @@ def world(settings, tmp_path):
     elsewhere = make_project(members=[make_user()])
     foreign = submit_bytes(elsewhere, b"someone else's words", "theirs.txt").document
     webhook = webhooks.webhook_create(project=project, url=LOOPBACK_HOOK, events=["document.final"], actor="system")
-    delivery = WebhookDelivery.objects.create(webhook=webhook, message_id="msg_world", event_type="document.final",
-                                              body="{}", state="failed")
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook, message_id="msg_world", event_type="document.final", body="{}", state="failed"
+    )
     live.update(
         webhook_id=[webhook.id],
         delivery_id=[delivery.id],
@@ -181,8 +193,11 @@ def world(settings, tmp_path):
     yield World(member=_token_header(member), staff=_token_header(make_user(staff=True)))
     live.clear()
     celery_app.control.purge()
-    wait_until(lambda: not state.active_requests and not state.reserved_requests, timeout=60,
-               message="no task of this test still running")
+    wait_until(
+        lambda: not state.active_requests and not state.reserved_requests,
+        timeout=60,
+        message="no task of this test still running",
+    )
 
 
 EXAMPLES = hypothesis.settings(

@@ -1,6 +1,7 @@
 """What a client sees agrees with itself and tells the truth: authentication
 schemes, field names in errors, project names that reveal nothing about
 others, file names kept as given, Swagger UI without internet access."""
+
 import re
 
 import pytest
@@ -26,14 +27,20 @@ def test_a_bearer_token_is_accepted_like_a_token(user):
 
 def test_the_schema_documents_both_schemes(api):
     schemes = api.get("/api/schema/?format=json").json()["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer",
-                                     "description": "The same token as `Authorization: Token <key>`."}
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The same token as `Authorization: Token <key>`.",
+    }
     assert "tokenAuth" in schemes
 
 
 def test_an_upload_in_the_wrong_field_names_the_expected_field(api, project):
-    response = api.post(f"/api/v1/projects/{project.id}/documents/",
-                        {"document": SimpleUploadedFile("a.md", markdown_document())}, format="multipart")
+    response = api.post(
+        f"/api/v1/projects/{project.id}/documents/",
+        {"document": SimpleUploadedFile("a.md", markdown_document())},
+        format="multipart",
+    )
     assert response.status_code == 400
     assert "file" in response.json()["document"][0]
     assert "the fields are: file, metadata" in response.json()["document"][0]
@@ -54,8 +61,11 @@ def test_your_own_project_name_twice_is_refused_in_your_words(api):
 
 def test_an_upload_keeps_its_name_as_given_and_only_the_stored_file_is_sanitised(api, project):
     name = "Rapport d'été — 日本語 🚀.md"
-    response = api.post(f"/api/v1/projects/{project.id}/documents/",
-                        {"file": SimpleUploadedFile(name, markdown_document())}, format="multipart")
+    response = api.post(
+        f"/api/v1/projects/{project.id}/documents/",
+        {"file": SimpleUploadedFile(name, markdown_document())},
+        format="multipart",
+    )
     assert response.status_code == 201, response.content
     assert response.json()["filename"] == name
     document = Document.objects.get(id=response.json()["id"])
@@ -94,9 +104,14 @@ def test_an_indexing_document_never_reads_100_percent(project):
     document = submit_bytes(project, markdown_document(), "a.md").document
     Document.objects.filter(id=document.id).update(status="indexing")
     for position in range(3):
-        Chunk.objects.create(document=document, position=position, content=f"c{position}",
-                             content_sha256=f"{position}" * 64, status="ready",
-                             embedding=[0.1] * project.embedding_dimensions)
+        Chunk.objects.create(
+            document=document,
+            position=position,
+            content=f"c{position}",
+            content_sha256=f"{position}" * 64,
+            status="ready",
+            embedding=[0.1] * project.embedding_dimensions,
+        )
     annotated = selectors.documents_with_progress(Document.objects.filter(id=document.id)).get()
     assert annotated.chunks_processed == annotated.chunks_total == 3
     assert selectors.progress_percent(annotated) == 99

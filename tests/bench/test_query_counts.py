@@ -1,5 +1,6 @@
 """The documents list with progress costs the same number of SQL queries
 for 10 documents as for 200: no query per document or per chunk."""
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -19,8 +20,13 @@ def add_documents(project, count: int) -> None:
         content = markdown_document(1) + f"\nDocument {number} of project {project.id}.\n".encode()
         document = submit_bytes(project, content, f"doc-{number}.md").document
         Chunk.objects.bulk_create(
-            Chunk(document=document, position=position, content=f"chunk {position}", content_sha256="0" * 64,
-                  status=status)
+            Chunk(
+                document=document,
+                position=position,
+                content=f"chunk {position}",
+                content_sha256="0" * 64,
+                status=status,
+            )
             for position, status in enumerate(CHUNK_STATUSES)
         )
 

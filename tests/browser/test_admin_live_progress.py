@@ -4,6 +4,7 @@ progress bar and badge move to `ready` without reloading the page.
 Headless Debian Chromium driven by Selenium, against pytest-django's live
 server and the real Celery worker of tests/conftest.py.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -86,8 +87,9 @@ def log_in(driver, base_url: str, username: str) -> None:
     WebDriverWait(driver, 30).until(expected_conditions.presence_of_element_located((By.ID, "user-tools")))
 
 
-def test_document_page_shows_progress_until_ready_without_reloading(live_server, worker, browser, monkeypatch,
-                                                                     tmp_path):
+def test_document_page_shows_progress_until_ready_without_reloading(
+    live_server, worker, browser, monkeypatch, tmp_path
+):
     # The worker runs in this process, so the embedder sees this variable.
     monkeypatch.setenv("MIRAGE_TEST_EMBED_DELAY", EMBED_DELAY_SECONDS)
     project = make_project(name="Rivers", embedder=SLOW_EMBEDDER)
@@ -117,20 +119,26 @@ def test_document_page_shows_progress_until_ready_without_reloading(live_server,
         return value
 
     wait.until(lambda _: 0 < progress_value() < 100, message=f"no intermediate progress; saw {seen}")
-    wait.until(lambda _: progress_value() == 100 and badge.text == "ready",
-               message=f"never reached 100% and ready; saw {seen}, badge {badge.text!r}")
+    wait.until(
+        lambda _: progress_value() == 100 and badge.text == "ready",
+        message=f"never reached 100% and ready; saw {seen}, badge {badge.text!r}",
+    )
 
     # The job panel reads the document's feed (its "job" part); it is
     # redrawn when the run ends, so it is looked up afresh each time.
     job_badge = f'{live}[data-live-part="job"][data-live-role="badge"]'
-    wait.until(lambda _: browser.find_element(By.CSS_SELECTOR, job_badge).text == "completed",
-               message="job badge never showed completed")
+    wait.until(
+        lambda _: browser.find_element(By.CSS_SELECTOR, job_badge).text == "completed",
+        message="job badge never showed completed",
+    )
     # The bar eases to its width; the screenshot waits for it to arrive.
-    wait.until(lambda _: browser.execute_script(
-        "const bar = arguments[0].querySelector('.mirage-progress__bar');"
-        "return bar.getBoundingClientRect().width >= bar.parentElement.getBoundingClientRect().width - 0.5;",
-        progress,
-    ))
+    wait.until(
+        lambda _: browser.execute_script(
+            "const bar = arguments[0].querySelector('.mirage-progress__bar');"
+            "return bar.getBoundingClientRect().width >= bar.parentElement.getBoundingClientRect().width - 0.5;",
+            progress,
+        )
+    )
 
     assert browser.execute_script("return window.__marker") == 1, "the page was reloaded"
     assert seen == sorted(seen), f"progress went backwards: {seen}"

@@ -1,6 +1,7 @@
 """Two deployments on one Redis database: each sees only its own events,
 tasks and results (every key and queue carries MIRAGE_REDIS_PREFIX, which by
 default is derived from the deployment's database)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ SECOND_DATABASE = "test_mirage_second_deployment"
 
 def _admin_connection():
     db = connection.settings_dict
-    return psycopg.connect(host=db["HOST"] or None, port=db["PORT"] or None, user=db["USER"] or None,
-                           password=db["PASSWORD"] or None, dbname="postgres", autocommit=True)
+    return psycopg.connect(
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+        user=db["USER"] or None,
+        password=db["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )
 
 
 @pytest.fixture
@@ -33,8 +40,11 @@ def second_database():
         admin.execute(f'CREATE DATABASE "{SECOND_DATABASE}"')
     url = database_url().rsplit("/", 1)[0] + "/" + SECOND_DATABASE
     migrate = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, capture_output=True,
-        text=True, timeout=300,
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "MIRAGE_DATABASE_URL": url},
     )
     assert migrate.returncode == 0, migrate.stderr
@@ -47,8 +57,12 @@ def _query(url: str, sql: str) -> list[tuple]:
     from urllib.parse import unquote, urlparse
 
     parsed = urlparse(url)
-    with psycopg.connect(host=unquote(parsed.hostname or "") or None, port=parsed.port, user=parsed.username,
-                         dbname=parsed.path.lstrip("/")) as conn:
+    with psycopg.connect(
+        host=unquote(parsed.hostname or "") or None,
+        port=parsed.port,
+        user=parsed.username,
+        dbname=parsed.path.lstrip("/"),
+    ) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -58,8 +72,12 @@ def _documents(url: str) -> dict[str, str]:
 
 def test_two_deployments_on_one_redis_database_see_only_their_own_work(tmp_path, second_database):
     first = Stack(tmp_path / "first", MIRAGE_REDIS_PREFIX="", MIRAGE_RECONCILE_INTERVAL_SECONDS="2")
-    second = Stack(tmp_path / "second", MIRAGE_REDIS_PREFIX="", MIRAGE_RECONCILE_INTERVAL_SECONDS="2",
-                   MIRAGE_DATABASE_URL=second_database)
+    second = Stack(
+        tmp_path / "second",
+        MIRAGE_REDIS_PREFIX="",
+        MIRAGE_RECONCILE_INTERVAL_SECONDS="2",
+        MIRAGE_DATABASE_URL=second_database,
+    )
     # One Redis database for both.
     second.redis_url = first.redis_url
     second.env["MIRAGE_REDIS_URL"] = first.redis_url
@@ -68,7 +86,9 @@ def test_two_deployments_on_one_redis_database_see_only_their_own_work(tmp_path,
         first.start_redis()
         prefixes = {}
         for name, stack in stacks.items():
-            printed = stack.manage("shell", "-c", "from django.conf import settings; print(settings.MIRAGE_REDIS_PREFIX)")
+            printed = stack.manage(
+                "shell", "-c", "from django.conf import settings; print(settings.MIRAGE_REDIS_PREFIX)"
+            )
             prefixes[name] = printed.stdout.strip()
             stack.env["MIRAGE_REDIS_PREFIX"] = prefixes[name]
             stack.start_worker("ingest", "ingest,maintenance", concurrency=1)
@@ -89,8 +109,12 @@ def test_two_deployments_on_one_redis_database_see_only_their_own_work(tmp_path,
 
         for name, stack in stacks.items():
             url = stack.env["MIRAGE_DATABASE_URL"]
-            wait_until(lambda url=url: set(_documents(url).values()) == {"ready"} and len(_documents(url)) == 4,
-                       timeout=180, interval=0.5, message=f"{name}: every document ready")
+            wait_until(
+                lambda url=url: set(_documents(url).values()) == {"ready"} and len(_documents(url)) == 4,
+                timeout=180,
+                interval=0.5,
+                message=f"{name}: every document ready",
+            )
             assert set(_documents(url)) == {f"{name}-{number}.md" for number in range(4)}
 
         client = first.redis()

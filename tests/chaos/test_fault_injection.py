@@ -1,6 +1,7 @@
 """Fault injection with real processes: workers killed, Redis restarted empty,
 PostgreSQL restarted, providers failing. Every document must still end in
 its true final status, with nothing stuck and nothing duplicated."""
+
 from __future__ import annotations
 
 import os
@@ -82,11 +83,15 @@ def test_sigkill_of_the_embedding_worker_twice_loses_nothing(stack, tmp_path):
 
     kills = []
     for threshold in (0.15, 0.5):
-        wait_until(lambda threshold=threshold: chunk_count(status="ready") >= threshold * total, timeout=180,
-                   interval=0.2,
-                   message=f"{threshold:.0%} of chunks ready")
-        kills.append({"ready_at_kill": chunk_count(status="ready"),
-                      "processing_at_kill": chunk_count(status="processing")})
+        wait_until(
+            lambda threshold=threshold: chunk_count(status="ready") >= threshold * total,
+            timeout=180,
+            interval=0.2,
+            message=f"{threshold:.0%} of chunks ready",
+        )
+        kills.append(
+            {"ready_at_kill": chunk_count(status="ready"), "processing_at_kill": chunk_count(status="processing")}
+        )
         stack.kill("embed", signal.SIGKILL)
         stack.start_worker("embed", "embed", concurrency=2)
     restarted = time.monotonic()
@@ -95,22 +100,34 @@ def test_sigkill_of_the_embedding_worker_twice_loses_nothing(stack, tmp_path):
     recovery = elapsed_since(restarted)
 
     assert set(Document.objects.filter(project__name="killed").values_list("status", flat=True)) == {"ready"}
-    assert chunk_count(document__project__name="killed", status="ready") == chunk_count(document__project__name="killed")
+    assert chunk_count(document__project__name="killed", status="ready") == chunk_count(
+        document__project__name="killed"
+    )
     assert_settled("killed")
     assert set(Job.objects.filter(project_id__isnull=False).values_list("status", flat=True)) == {"completed"}
     # The history of a repaired document names the reconciler and says why.
     project = Project.objects.get(name="killed")
-    repairs = StatusChange.objects.filter(entity="document", project_id=project.id,
-                                          actor="reconciler:redispatch_stuck_chunks")
+    repairs = StatusChange.objects.filter(
+        entity="document", project_id=project.id, actor="reconciler:redispatch_stuck_chunks"
+    )
     assert repairs.exists()
     repair = repairs.order_by("id").first()
-    assert re.fullmatch(r"re-sent \d+ chunks? (stranded by a dead worker \(lease expired\)|that no worker took "
-                        r"within a lease of being sent \(message lost or queue backlog\))", repair.reason), repair.reason
+    assert re.fullmatch(
+        r"re-sent \d+ chunks? (stranded by a dead worker \(lease expired\)|that no worker took "
+        r"within a lease of being sent \(message lost or queue backlog\))",
+        repair.reason,
+    ), repair.reason
     timeline = list(StatusChange.objects.filter(entity="document", entity_id=repair.entity_id).order_by("id"))
     assert [row.to_status for row in timeline][:2] == ["pending", "indexing"]
     assert timeline[-1].to_status == "ready"
-    figures.record("sigkill embed worker x2", documents=24, chunks=chunk_count(), kills=kills,
-                   seconds_from_last_restart_to_all_final=recovery, repair_reason=repair.reason)
+    figures.record(
+        "sigkill embed worker x2",
+        documents=24,
+        chunks=chunk_count(),
+        kills=kills,
+        seconds_from_last_restart_to_all_final=recovery,
+        repair_reason=repair.reason,
+    )
 
 
 def test_redis_restarted_with_its_data_lost_loses_nothing(stack, tmp_path):
@@ -119,11 +136,15 @@ def test_redis_restarted_with_its_data_lost_loses_nothing(stack, tmp_path):
     stack.manage("ingest", str(documents), "--project", "amnesia", "--embedder", RECORDING)
     total = 20 * 25
 
-    wait_until(lambda: chunk_count(status="ready") >= 0.2 * total, timeout=180, interval=0.2,
-               message="20% of chunks ready")
-    in_flight = {"ready": chunk_count(status="ready"), "pending": chunk_count(status="pending"),
-                 "processing": chunk_count(status="processing"),
-                 "documents_pending": Document.objects.filter(status="pending").count()}
+    wait_until(
+        lambda: chunk_count(status="ready") >= 0.2 * total, timeout=180, interval=0.2, message="20% of chunks ready"
+    )
+    in_flight = {
+        "ready": chunk_count(status="ready"),
+        "pending": chunk_count(status="pending"),
+        "processing": chunk_count(status="processing"),
+        "documents_pending": Document.objects.filter(status="pending").count(),
+    }
     stack.kill("redis", signal.SIGKILL)
     stack.start_redis()  # no persistence: every queued message, chord counter and marker is gone
     restarted = time.monotonic()
@@ -133,8 +154,13 @@ def test_redis_restarted_with_its_data_lost_loses_nothing(stack, tmp_path):
 
     assert set(Document.objects.filter(project__name="amnesia").values_list("status", flat=True)) == {"ready"}
     assert_settled("amnesia")
-    figures.record("redis restarted empty", documents=20, chunks=chunk_count(), in_flight_at_restart=in_flight,
-                   seconds_from_restart_to_all_final=recovery)
+    figures.record(
+        "redis restarted empty",
+        documents=20,
+        chunks=chunk_count(),
+        in_flight_at_restart=in_flight,
+        seconds_from_restart_to_all_final=recovery,
+    )
 
 
 @pytest.mark.skipif(bool(os.environ.get("MIRAGE_DATABASE_URL")), reason="restarts only the project-local PostgreSQL")
@@ -146,8 +172,9 @@ def test_postgres_restart_while_documents_are_in_flight_loses_nothing(stack, tmp
     stack.manage("ingest", str(documents), "--project", "outage", "--embedder", RECORDING)
     total = 20 * 25
 
-    wait_until(lambda: chunk_count(status="ready") >= 0.2 * total, timeout=180, interval=0.2,
-               message="20% of chunks ready")
+    wait_until(
+        lambda: chunk_count(status="ready") >= 0.2 * total, timeout=180, interval=0.2, message="20% of chunks ready"
+    )
     ready_before = chunk_count(status="ready")
     connection.close()
     devservices.database_restart()
@@ -158,8 +185,13 @@ def test_postgres_restart_while_documents_are_in_flight_loses_nothing(stack, tmp
 
     assert set(Document.objects.filter(project__name="outage").values_list("status", flat=True)) == {"ready"}
     assert_settled("outage")
-    figures.record("postgres restarted", documents=20, chunks=chunk_count(), ready_at_restart=ready_before,
-                   seconds_from_restart_to_all_final=recovery)
+    figures.record(
+        "postgres restarted",
+        documents=20,
+        chunks=chunk_count(),
+        ready_at_restart=ready_before,
+        seconds_from_restart_to_all_final=recovery,
+    )
 
 
 def test_provider_failing_30_percent_of_calls_transiently_ends_all_ready(stack, tmp_path):
@@ -176,9 +208,14 @@ def test_provider_failing_30_percent_of_calls_transiently_ends_all_ready(stack, 
     assert_settled("flaky")
     retried = Chunk.objects.filter(attempts__gt=1).count()
     assert retried > 0  # the failures really happened
-    figures.record("30% transient provider failures", documents=10, chunks=chunk_count(), chunks_retried=retried,
-                   max_attempts=max(Chunk.objects.values_list("attempts", flat=True)),
-                   seconds_to_all_final=elapsed_since(started))
+    figures.record(
+        "30% transient provider failures",
+        documents=10,
+        chunks=chunk_count(),
+        chunks_retried=retried,
+        max_attempts=max(Chunk.objects.values_list("attempts", flat=True)),
+        seconds_to_all_final=elapsed_since(started),
+    )
 
 
 def test_permanent_failures_give_partial_documents_and_completed_jobs_never_ready(stack, tmp_path):
@@ -205,8 +242,12 @@ def test_permanent_failures_give_partial_documents_and_completed_jobs_never_read
         else:
             assert document.status == "ready"
     assert_settled("poisoned")
-    figures.record("permanent failures", documents=9, poisoned=len(poisoned_names),
-                   statuses_seen={name: sorted(statuses) for name, statuses in seen.items() if name in poisoned_names})
+    figures.record(
+        "permanent failures",
+        documents=9,
+        poisoned=len(poisoned_names),
+        statuses_seen={name: sorted(statuses) for name, statuses in seen.items() if name in poisoned_names},
+    )
 
 
 def test_cancel_mid_run_stops_embedding_calls_within_5_seconds(stack, tmp_path):
@@ -216,8 +257,12 @@ def test_cancel_mid_run_stops_embedding_calls_within_5_seconds(stack, tmp_path):
     stack.manage("ingest", str(documents), "--project", "cancelled", "--embedder", RECORDING)
     document = Document.objects.get(project__name="cancelled")
 
-    wait_until(lambda: chunk_count(document=document, status="ready") >= 5, timeout=120, interval=0.1,
-               message="embedding under way")
+    wait_until(
+        lambda: chunk_count(document=document, status="ready") >= 5,
+        timeout=120,
+        interval=0.1,
+        message="embedding under way",
+    )
     cancelled_at = time.time()
     job_cancel(job_id=document.current_job_id)
 
@@ -234,5 +279,10 @@ def test_cancel_mid_run_stops_embedding_calls_within_5_seconds(stack, tmp_path):
     assert job.status == "cancelled" and job.cancelled_at is not None
     assert late == []
     assert chunk_count(document=document, status="ready") < 120
-    figures.record("cancel mid-run", chunks=120, embedded_before_cancel_settled=chunk_count(document=document, status="ready"),
-                   last_provider_call_after_cancel_seconds=round(last_call, 2), calls_after_5_seconds=len(late))
+    figures.record(
+        "cancel mid-run",
+        chunks=120,
+        embedded_before_cancel_settled=chunk_count(document=document, status="ready"),
+        last_provider_call_after_cancel_seconds=round(last_call, 2),
+        calls_after_5_seconds=len(late),
+    )

@@ -35,8 +35,12 @@ def test_callers_that_arrive_while_a_batch_runs_share_the_next_one_and_get_their
         calls.append(list(items))
         if len(calls) == 1:
             # Hold the first batch until every other caller is waiting.
-            wait_until(lambda: len(coalescer._waiting) == 15, timeout=30, interval=0.001,
-                       message="the other 15 callers waiting")
+            wait_until(
+                lambda: len(coalescer._waiting) == 15,
+                timeout=30,
+                interval=0.001,
+                message="the other 15 callers waiting",
+            )
         return [item * item for item in items]
 
     coalescer = Coalescer(square_all)

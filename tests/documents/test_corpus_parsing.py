@@ -1,6 +1,7 @@
 """Every file of the shared test corpus (/work/shared/corpus): readable files
 become non-empty chunks that keep their place in the document, bad inputs
 fail with a clear message. Skipped when the corpus is not checked out."""
+
 from __future__ import annotations
 
 import logging
@@ -41,14 +42,11 @@ def corpus_files() -> list[str]:
     if not CORPUS.is_dir():
         return []
     return sorted(
-        str(path.relative_to(CORPUS))
-        for path in CORPUS.rglob("*")
-        if path.is_file() and path.parent != CORPUS
+        str(path.relative_to(CORPUS)) for path in CORPUS.rglob("*") if path.is_file() and path.parent != CORPUS
     )
 
 
 READABLE = [name for name in corpus_files() if name not in BAD_INPUTS]
-
 
 
 def parse_and_chunk(name: str, count_tokens) -> tuple[str, list[ChunkDraft]]:
@@ -174,8 +172,14 @@ def test_scan_without_a_text_layer_is_read_by_ocr(corpus_chunks):
 def test_adversarial_readable_files_parse_to_sane_chunks(corpus_chunks):
     _, nested = corpus_chunks["adversarial/deeply-nested.md"]
     paths = [draft.structure["heading_path"] for draft in nested]
-    assert ["Heading level 1", "Heading level 2", "Heading level 3", "Heading level 4", "Heading level 5",
-            "Heading level 6"] in paths
+    assert [
+        "Heading level 1",
+        "Heading level 2",
+        "Heading level 3",
+        "Heading level 4",
+        "Heading level 5",
+        "Heading level 6",
+    ] in paths
     assert not any("Seven hashes" in " ".join(path) for path in paths)
     assert any("this fence is never closed" in draft.content for draft in nested)
     _, damaged = corpus_chunks["adversarial/invalid-utf8.txt"]
@@ -184,5 +188,3 @@ def test_adversarial_readable_files_parse_to_sane_chunks(corpus_chunks):
     _, long_line = corpus_chunks["adversarial/long-single-line.md"]
     assert long_line[0].structure["heading_path"] == ["One very long line follows"]
     assert sum(len(draft.content) for draft in long_line) > 1_400_000
-
-

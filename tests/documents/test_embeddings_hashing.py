@@ -32,10 +32,7 @@ def test_vectors_are_384_dimensional_and_unit_length():
 
 def test_same_text_gives_same_vector_regardless_of_case():
     assert embed("Quarterly Report") == embed("quarterly report")
-    assert (
-        embed("quarterly report")
-        == HashEmbedder().embed_batch(["quarterly report"])[0].vector
-    )
+    assert embed("quarterly report") == HashEmbedder().embed_batch(["quarterly report"])[0].vector
 
 
 def test_vectors_do_not_depend_on_the_process():
@@ -61,17 +58,13 @@ def test_texts_sharing_words_are_closer_than_unrelated_texts():
 
 
 def test_inflected_words_share_trigrams():
-    assert cosine(embed("embedding"), embed("embeddings")) > cosine(
-        embed("embedding"), embed("invoice")
-    )
+    assert cosine(embed("embedding"), embed("embeddings")) > cosine(embed("embedding"), embed("invoice"))
 
 
 def test_unicode_words_are_tokenised():
     embedder = HashEmbedder()
     assert embedder.count_tokens("Über straße café 東京") == 4
-    assert cosine(embed("Straße in Köln"), embed("straße")) > cosine(
-        embed("Straße in Köln"), embed("tax")
-    )
+    assert cosine(embed("Straße in Köln"), embed("straße")) > cosine(embed("Straße in Köln"), embed("tax"))
 
 
 def test_count_tokens_counts_words():

@@ -44,10 +44,7 @@ class Flaky:
 def test_with_retries_returns_after_transient_failures():
     delays: list[float] = []
     fn = Flaky(TransientEmbeddingError("blip"), TransientEmbeddingError("blip"))
-    assert (
-        with_retries(fn, attempts=3, base_delay=0.5, max_delay=10, sleep=delays.append)
-        == "done"
-    )
+    assert with_retries(fn, attempts=3, base_delay=0.5, max_delay=10, sleep=delays.append) == "done"
     assert fn.calls == 3
     assert len(delays) == 2
 
@@ -101,18 +98,8 @@ def test_retry_after_is_read_as_seconds_or_http_date():
     now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(" 1.5 ") == 1.5
-    assert (
-        parse_retry_after(
-            format_datetime(now + timedelta(seconds=30), usegmt=True), now=now
-        )
-        == 30.0
-    )
-    assert (
-        parse_retry_after(
-            format_datetime(now - timedelta(seconds=30), usegmt=True), now=now
-        )
-        == 0.0
-    )
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == 30.0
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
     assert parse_retry_after("-4") == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
@@ -128,41 +115,26 @@ def test_client_returns_the_json_body(server):
 def test_client_maps_429_to_transient_with_retry_after(server):
     server.script(Reply.rate_limited(retry_after="3"))
     with pytest.raises(TransientEmbeddingError, match="rate limited") as raised:
-        JsonHttpClient(provider="fake", timeout=2).post(
-            server.url + "/api/embed", {"input": ["a"]}
-        )
+        JsonHttpClient(provider="fake", timeout=2).post(server.url + "/api/embed", {"input": ["a"]})
     assert raised.value.retry_after == 3.0
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 408])
 def test_client_maps_server_errors_to_transient(server, status):
     server.script(Reply.error(status, "model is loading", style="ollama"))
-    with pytest.raises(
-        TransientEmbeddingError, match=f"HTTP {status}: model is loading"
-    ):
-        JsonHttpClient(provider="fake", timeout=2).post(
-            server.url + "/api/embed", {"input": ["a"]}
-        )
+    with pytest.raises(TransientEmbeddingError, match=f"HTTP {status}: model is loading"):
+        JsonHttpClient(provider="fake", timeout=2).post(server.url + "/api/embed", {"input": ["a"]})
 
 
 @pytest.mark.parametrize(
     ("status", "style"),
     [(400, "openai"), (401, "openai"), (404, "ollama"), (422, "ollama")],
 )
-def test_client_maps_other_client_errors_to_permanent_with_the_providers_message(
-    server, status, style
-):
-    server.script(
-        Reply.error(status, 'model "nope" not found, try pulling it first', style=style)
-    )
+def test_client_maps_other_client_errors_to_permanent_with_the_providers_message(server, status, style):
+    server.script(Reply.error(status, 'model "nope" not found, try pulling it first', style=style))
     with pytest.raises(PermanentEmbeddingError) as raised:
-        JsonHttpClient(provider="fake", timeout=2).post(
-            server.url + "/api/embed", {"input": ["a"]}
-        )
-    assert (
-        str(raised.value)
-        == f'fake: HTTP {status}: model "nope" not found, try pulling it first'
-    )
+        JsonHttpClient(provider="fake", timeout=2).post(server.url + "/api/embed", {"input": ["a"]})
+    assert str(raised.value) == f'fake: HTTP {status}: model "nope" not found, try pulling it first'
 
 
 def test_client_quotes_a_non_json_error_body(server):
@@ -173,39 +145,27 @@ def test_client_quotes_a_non_json_error_body(server):
             headers={"Content-Type": "text/html"},
         )
     )
-    with pytest.raises(
-        PermanentEmbeddingError, match="HTTP 403: <html>Forbidden by proxy</html>"
-    ):
-        JsonHttpClient(provider="fake", timeout=2).post(
-            server.url + "/api/embed", {"input": ["a"]}
-        )
+    with pytest.raises(PermanentEmbeddingError, match="HTTP 403: <html>Forbidden by proxy</html>"):
+        JsonHttpClient(provider="fake", timeout=2).post(server.url + "/api/embed", {"input": ["a"]})
 
 
 def test_client_refuses_a_success_that_is_not_json(server):
-    server.script(
-        Reply(raw=b"<html>login page</html>", headers={"Content-Type": "text/html"})
-    )
+    server.script(Reply(raw=b"<html>login page</html>", headers={"Content-Type": "text/html"}))
     with pytest.raises(PermanentEmbeddingError, match="not JSON"):
-        JsonHttpClient(provider="fake", timeout=2).post(
-            server.url + "/api/embed", {"input": ["a"]}
-        )
+        JsonHttpClient(provider="fake", timeout=2).post(server.url + "/api/embed", {"input": ["a"]})
 
 
 def test_client_maps_a_timeout_to_transient(server):
     server.script(Reply.hang(5))
     with pytest.raises(TransientEmbeddingError, match="within 0.2s"):
-        JsonHttpClient(provider="fake", timeout=0.2).post(
-            server.url + "/api/embed", {"input": ["a"]}
-        )
+        JsonHttpClient(provider="fake", timeout=0.2).post(server.url + "/api/embed", {"input": ["a"]})
 
 
 def test_client_maps_a_refused_connection_to_transient():
     with FakeEmbeddingServer() as stopped:
         url = stopped.url
     with pytest.raises(TransientEmbeddingError, match="cannot connect"):
-        JsonHttpClient(provider="fake", timeout=1).post(
-            url + "/api/embed", {"input": ["a"]}
-        )
+        JsonHttpClient(provider="fake", timeout=1).post(url + "/api/embed", {"input": ["a"]})
 
 
 def test_client_refuses_an_unsupported_url_scheme_permanently():
@@ -244,15 +204,11 @@ def test_vectors_of_the_wrong_length_are_refused():
         PermanentEmbeddingError,
         match="provider returned 3-dimensional vectors, expected 4",
     ):
-        validate_vectors(
-            [[0.1, 0.2, 0.3]], expected_count=1, dimensions=4, provider="fake"
-        )
+        validate_vectors([[0.1, 0.2, 0.3]], expected_count=1, dimensions=4, provider="fake")
 
 
 def test_a_vector_count_other_than_the_input_count_is_refused():
-    with pytest.raises(
-        PermanentEmbeddingError, match="returned 1 vectors for 2 inputs"
-    ):
+    with pytest.raises(PermanentEmbeddingError, match="returned 1 vectors for 2 inputs"):
         validate_vectors([[0.1]], expected_count=2, dimensions=1, provider="fake")
 
 

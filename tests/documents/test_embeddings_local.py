@@ -47,9 +47,7 @@ def test_local_model_loads_offline_and_gives_unit_384_dimensional_vectors(embedd
     [embedding] = embedder.embed_batch(["A cat sits on the mat"])
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert len(embedding.vector) == 384
-    assert math.isclose(
-        math.sqrt(sum(v * v for v in embedding.vector)), 1.0, rel_tol=1e-5
-    )
+    assert math.isclose(math.sqrt(sum(v * v for v in embedding.vector)), 1.0, rel_tol=1e-5)
     assert embedding.truncated is False
     assert embedder.model.max_seq_length == embedder.max_input_tokens + 2
 

@@ -36,9 +36,7 @@ def test_ollama_embeds_a_batch_in_input_order(embedder, server):
 
 
 def test_ollama_splits_large_batches_into_several_requests(server):
-    embedder = OllamaEmbedder(
-        base_url=server.ollama_url, dimensions=DIMENSIONS, max_batch_size=2
-    )
+    embedder = OllamaEmbedder(base_url=server.ollama_url, dimensions=DIMENSIONS, max_batch_size=2)
     texts = [f"text {n}" for n in range(5)]
     embeddings = embedder.embed_batch(texts)
     assert [e.vector for e in embeddings] == [fake_vector(t, DIMENSIONS) for t in texts]
@@ -54,9 +52,7 @@ def test_ollama_waits_out_a_429_for_the_retry_after(embedder, server, delays):
 
 
 def test_ollama_retries_a_500_then_succeeds(embedder, server, delays):
-    server.script(
-        Reply.error(500, "llama runner process has terminated", style="ollama")
-    )
+    server.script(Reply.error(500, "llama runner process has terminated", style="ollama"))
     [embedding] = embedder.embed_batch(["hello"])
     assert embedding.vector == fake_vector("hello", DIMENSIONS)
     assert len(delays) == 1 and 0.0 <= delays[0] <= 0.5
@@ -79,9 +75,7 @@ def test_ollama_timeout_is_transient(server):
         embedder.embed_batch(["hello"])
 
 
-def test_ollama_unknown_model_is_permanent_with_the_servers_message(
-    embedder, server, delays
-):
+def test_ollama_unknown_model_is_permanent_with_the_servers_message(embedder, server, delays):
     server.script(
         Reply.error(
             404,
@@ -89,9 +83,7 @@ def test_ollama_unknown_model_is_permanent_with_the_servers_message(
             style="ollama",
         )
     )
-    with pytest.raises(
-        PermanentEmbeddingError, match="not found, try pulling it first"
-    ):
+    with pytest.raises(PermanentEmbeddingError, match="not found, try pulling it first"):
         embedder.embed_batch(["hello"])
     assert delays == []
     assert len(server.requests) == 1
@@ -108,16 +100,12 @@ def test_ollama_refuses_vectors_of_the_wrong_dimensions(embedder, server):
 
 def test_ollama_refuses_fewer_vectors_than_inputs(embedder, server):
     server.script(Reply(drop_vectors=1))
-    with pytest.raises(
-        PermanentEmbeddingError, match="returned 1 vectors for 2 inputs"
-    ):
+    with pytest.raises(PermanentEmbeddingError, match="returned 1 vectors for 2 inputs"):
         embedder.embed_batch(["one", "two"])
 
 
 def test_ollama_flags_texts_over_the_estimated_limit_as_truncated(server):
-    embedder = OllamaEmbedder(
-        base_url=server.ollama_url, dimensions=DIMENSIONS, max_input_tokens=10
-    )
+    embedder = OllamaEmbedder(base_url=server.ollama_url, dimensions=DIMENSIONS, max_input_tokens=10)
     short, long = "a short text", "word " * 40
     embeddings = embedder.embed_batch([short, long])
     assert [e.truncated for e in embeddings] == [False, True]

@@ -68,9 +68,7 @@ def test_openai_sends_no_dimensions_to_models_that_cannot_shorten(server):
 
 
 def test_openai_sends_no_authorization_without_a_key(server):
-    embedder = OpenAIEmbedder(
-        base_url=server.openai_base_url, dimensions=DIMENSIONS, encoding=None
-    )
+    embedder = OpenAIEmbedder(base_url=server.openai_base_url, dimensions=DIMENSIONS, encoding=None)
     embedder.embed_batch(["hello"])
     assert "authorization" not in server.requests[0].headers
 
@@ -104,9 +102,7 @@ def test_openai_hands_a_long_retry_after_back_to_the_caller(embedder, server, de
 
 
 def test_openai_retries_a_500_then_succeeds(embedder, server, delays):
-    server.script(
-        Reply.error(500, "The server had an error while processing your request.")
-    )
+    server.script(Reply.error(500, "The server had an error while processing your request."))
     [embedding] = embedder.embed_batch(["hello"])
     assert embedding.vector == fake_vector("hello", DIMENSIONS)
     assert len(delays) == 1
@@ -133,9 +129,7 @@ def test_openai_timeout_is_transient(server):
         (404, "The model `text-embedding-4` does not exist"),
     ],
 )
-def test_openai_client_errors_are_permanent_with_the_apis_message(
-    embedder, server, delays, status, message
-):
+def test_openai_client_errors_are_permanent_with_the_apis_message(embedder, server, delays, status, message):
     server.script(Reply.error(status, message))
     with pytest.raises(PermanentEmbeddingError) as raised:
         embedder.embed_batch(["hello"])
@@ -154,9 +148,7 @@ def test_openai_refuses_vectors_of_the_wrong_dimensions(embedder, server):
 
 def test_openai_refuses_fewer_vectors_than_inputs(embedder, server):
     server.script(Reply(drop_vectors=1))
-    with pytest.raises(
-        PermanentEmbeddingError, match="returned 1 vectors for 2 inputs"
-    ):
+    with pytest.raises(PermanentEmbeddingError, match="returned 1 vectors for 2 inputs"):
         embedder.embed_batch(["one", "two"])
 
 
@@ -188,9 +180,7 @@ def test_openai_defaults_describe_text_embedding_3_small():
         1536,
         8191,
     )
-    assert (
-        OpenAIEmbedder(model="text-embedding-3-large", encoding=None).dimensions == 3072
-    )
+    assert OpenAIEmbedder(model="text-embedding-3-large", encoding=None).dimensions == 3072
 
 
 def test_openai_needs_dimensions_for_an_unknown_model():
@@ -199,9 +189,7 @@ def test_openai_needs_dimensions_for_an_unknown_model():
 
 
 def test_openai_counts_tokens_with_tiktoken_when_given(server):
-    embedder = OpenAIEmbedder(
-        base_url=server.openai_base_url, dimensions=DIMENSIONS, encoding=byte_encoding()
-    )
+    embedder = OpenAIEmbedder(base_url=server.openai_base_url, dimensions=DIMENSIONS, encoding=byte_encoding())
     assert embedder.count_tokens("héllo") == 6
     assert embedder.tokenizer == "tiktoken:bytes"
 
@@ -231,9 +219,7 @@ def test_openai_cut_never_splits_a_character_into_more_tokens(server):
     assert server.requests[0].json["input"] == ["abcd"]
 
 
-def test_openai_cuts_an_over_long_text_to_the_estimate_without_tiktoken(
-    embedder, server
-):
+def test_openai_cuts_an_over_long_text_to_the_estimate_without_tiktoken(embedder, server):
     embedder.max_input_tokens = 10
     [embedding] = embedder.embed_batch(["word " * 40])
     assert embedding.truncated is True

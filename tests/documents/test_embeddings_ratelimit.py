@@ -25,9 +25,7 @@ def key(redis_client):
 def test_two_budgets_sharing_a_key_respect_one_limit(redis_client, key):
     first = RequestBudget(redis_client, key, 3, window_seconds=WINDOW_SECONDS)
     second = RequestBudget(redis_client, key, 3, window_seconds=WINDOW_SECONDS)
-    granted = [
-        budget.acquire(timeout=0) for budget in (first, second, first, second, first)
-    ]
+    granted = [budget.acquire(timeout=0) for budget in (first, second, first, second, first)]
     assert granted == [True, True, True, False, False]
 
 
@@ -59,9 +57,7 @@ def test_acquire_gives_up_after_its_timeout(redis_client, key):
 
 
 def test_budget_key_expires_once_idle(redis_client, key):
-    RequestBudget(redis_client, key, 5, window_seconds=WINDOW_SECONDS).acquire(
-        timeout=0
-    )
+    RequestBudget(redis_client, key, 5, window_seconds=WINDOW_SECONDS).acquire(timeout=0)
     assert 0 < redis_client.pttl(key) <= WINDOW_SECONDS * 1000 + 1000
 
 

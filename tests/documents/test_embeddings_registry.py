@@ -35,9 +35,7 @@ def test_spec_defaults_to_the_mirage_embedder_setting(settings):
 
 def test_instances_are_cached_per_spec():
     assert get_embedder("hash") is get_embedder("hash")
-    assert get_embedder("hash") is not get_embedder(
-        "documents.embeddings.hashing.HashEmbedder"
-    )
+    assert get_embedder("hash") is not get_embedder("documents.embeddings.hashing.HashEmbedder")
 
 
 def test_a_forked_process_builds_its_own_instances(monkeypatch):
@@ -51,9 +49,7 @@ def test_dotted_path_builds_that_class():
     assert isinstance(embedder, HashEmbedder)
 
 
-@pytest.mark.parametrize(
-    "spec", ["nonsense", "documents.embeddings.hashing.Missing", "no.such.Module"]
-)
+@pytest.mark.parametrize("spec", ["nonsense", "documents.embeddings.hashing.Missing", "no.such.Module"])
 def test_unknown_specs_are_refused(spec):
     with pytest.raises(ValueError, match=spec.split(".")[-1]):
         get_embedder(spec)
@@ -91,7 +87,4 @@ def test_a_request_budget_is_shared_when_requests_per_minute_is_set(settings):
     budget = get_embedder("openai")._http._budget
     assert isinstance(budget, RequestBudget)
     assert budget.requests_per_minute == 500
-    assert (
-        budget.key
-        == settings.MIRAGE_REDIS_PREFIX + "embeddings:requests:openai:" + settings.MIRAGE_OPENAI_MODEL
-    )
+    assert budget.key == settings.MIRAGE_REDIS_PREFIX + "embeddings:requests:openai:" + settings.MIRAGE_OPENAI_MODEL

@@ -134,8 +134,10 @@ def test_reindex_keeps_unchanged_chunks_with_their_rows_and_vectors(
     # gone, and a new title in every section's structure.
     replace_stored_bytes(
         document,
-        guide("Guide v2", {"Springs": "Where the water starts.", "River": river, "Estuary": estuary + " Edited.",
-                           "Lake": lake})
+        guide(
+            "Guide v2",
+            {"Springs": "Where the water starts.", "River": river, "Estuary": estuary + " Edited.", "Lake": lake},
+        ),
     )
     reindex = running_reindex(document)
     parse(document, reindex, django_capture_on_commit_callbacks)

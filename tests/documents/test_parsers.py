@@ -1,5 +1,6 @@
 """Format detection and the parsers, on small hand-made inputs (built here or
 kept in tests/fixtures/documents)."""
+
 from __future__ import annotations
 
 import io
@@ -106,7 +107,7 @@ def build_epub(
     opf = (
         '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" unique-identifier="id">'
         f'<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>{title}</dc:title>'
-        '<dc:creator>Test Author</dc:creator></metadata>'
+        "<dc:creator>Test Author</dc:creator></metadata>"
         f"<manifest>{''.join(manifest)}</manifest>"
         f"<spine{toc_attribute}>{itemrefs}</spine></package>"
     )
@@ -230,7 +231,9 @@ def test_damaged_utf8_text_is_still_text():
 
 
 def test_text_normalises_crlf_and_splits_paragraphs(tmp_path):
-    path = write(tmp_path, "notes.txt", b"Notes Title\r\n\r\nFirst line one.\r\nline two.\r\n\r\n\r\nSecond paragraph.\r\n")
+    path = write(
+        tmp_path, "notes.txt", b"Notes Title\r\n\r\nFirst line one.\r\nline two.\r\n\r\n\r\nSecond paragraph.\r\n"
+    )
     document = parse_file(path, "notes.txt")
     sections = sections_of(document)
     assert document.file_type == "text"
@@ -250,7 +253,9 @@ def test_utf16_with_bom_is_decoded():
 
 
 def test_invalid_utf8_keeps_the_valid_text_around_the_damage():
-    decoded = decode_text("naïve ".encode() + b"caf\xe9 \x80\xbf \xed\xa0\x80 ok\x00 " + "Ünïcödé".encode() + b" \xe2\x82")
+    decoded = decode_text(
+        "naïve ".encode() + b"caf\xe9 \x80\xbf \xed\xa0\x80 ok\x00 " + "Ünïcödé".encode() + b" \xe2\x82"
+    )
     assert decoded.text.startswith("naïve caf\ufffd")
     assert "ok Ünïcödé" in decoded.text
     assert "\x00" not in decoded.text
@@ -399,11 +404,17 @@ def test_markdown_thematic_break_is_not_a_setext_heading_after_a_blank_line():
 def test_markdown_hostile_nesting_parses_in_linear_time_without_recursion():
     text = (
         "# Top\n\n"
-        + "> " * 20_000 + "deep quote\n\n"
-        + "[" * 50_000 + "]" * 50_000 + "\n\n"
-        + "*" * 30_000 + "\n\n"
+        + "> " * 20_000
+        + "deep quote\n\n"
+        + "[" * 50_000
+        + "]" * 50_000
+        + "\n\n"
+        + "*" * 30_000
+        + "\n\n"
         + "".join("  " * depth + "- item\n" for depth in range(2_000))
-        + "## " + "# " * 20_000 + "x\n"
+        + "## "
+        + "# " * 20_000
+        + "x\n"
     )
     sections = sections_of(markdown_parser.parse_text(text, filename="nested.md"))
     assert any("deep quote" in section.text for section in sections)
@@ -417,7 +428,14 @@ def test_html_drops_scripts_styles_navigation_and_hidden_content():
     text = "\n".join(section.text for section in sections_of(document))
     assert document.file_type == "html"
     assert document.title == "Sample Page"
-    for boilerplate in ("color: red", "not content", "Navigation link", "Table of contents entry", "hidden text", "a comment"):
+    for boilerplate in (
+        "color: red",
+        "not content",
+        "Navigation link",
+        "Table of contents entry",
+        "hidden text",
+        "a comment",
+    ):
         assert boilerplate not in text
     assert "First paragraph with bold text\nand a line break." in text
 
@@ -450,7 +468,9 @@ def test_html_table_is_rendered_as_markdown_rows_under_its_header():
 def test_html_nested_deeper_than_libxml2_allows_is_still_read():
     markup = (
         "<html><head><title>Deep</title></head><body>"
-        + "<div>" * 5_000 + "deep text" + "</div>" * 5_000
+        + "<div>" * 5_000
+        + "deep text"
+        + "</div>" * 5_000
         + "<h2>Later</h2><p>after<br>break</p><script>hidden()</script><pre>a\n  b</pre></body></html>"
     )
     document = parse_html_text(markup, filename="deep.html")
@@ -531,7 +551,9 @@ def test_epub3_chapters_follow_the_spine_with_nav_titles(tmp_path):
     assert document.file_type == "epub"
     assert document.title == "Test Book"
     assert document.metadata["creator"] == "Test Author"
-    assert [(section.structure["chapter_index"], section.structure["chapter"], section.text) for section in sections] == [
+    assert [
+        (section.structure["chapter_index"], section.structure["chapter"], section.text) for section in sections
+    ] == [
         (1, "Chapter One", "Heading One"),
         (1, "Chapter One", "First chapter."),
         (1, "Chapter One", "code  kept"),
@@ -557,7 +579,9 @@ def test_epub2_single_file_book_is_split_into_chapters_at_ncx_anchors(tmp_path):
     )
     data = build_epub({"book.xhtml": xhtml(body)}, ["book.xhtml"], ncx=ncx)
     sections = sections_of(parse_file(write(tmp_path, "book.epub", data), "book.epub"))
-    chapters = [(section.structure["chapter_index"], section.structure["chapter"], section.text) for section in sections]
+    chapters = [
+        (section.structure["chapter_index"], section.structure["chapter"], section.text) for section in sections
+    ]
     assert chapters == [
         (1, "The Book", "The Book"),
         (1, "The Book", "Front matter."),

@@ -1,4 +1,5 @@
 """The repairs the beat reconcilers and `mirage_check --repair` make."""
+
 from datetime import timedelta
 
 import pytest
@@ -34,21 +35,29 @@ def indexing_document(statuses, *, lease_expired=False, attempts=1):
     project = make_project()
     submission = submit_bytes(project, markdown_document(), "doc.md")
     document = submission.document
-    Job.objects.filter(id=submission.job.id).update(status="running", started_at=timezone.now(),
-                                                    chunks_created=len(statuses))
+    Job.objects.filter(id=submission.job.id).update(
+        status="running", started_at=timezone.now(), chunks_created=len(statuses)
+    )
     now = timezone.now()
     Document.objects.filter(id=document.id).update(status="indexing", generation=1, parsing_finished_at=now)
     chunks = []
     for position, status in enumerate(statuses):
-        chunks.append(Chunk(
-            document=document, position=position, content=f"text {position}", content_sha256=str(position),
-            status=status, attempts=attempts,
-            embedding=VECTOR if status in ("ready", "corrupted") else None,
-            embedding_model="hash-384" if status in ("ready", "corrupted") else "",
-            lease_expires_at=now - timedelta(seconds=60) if lease_expired and status == "processing" else
-            (now + timedelta(seconds=60) if status == "processing" else None),
-            dispatched_at=now,
-        ))
+        chunks.append(
+            Chunk(
+                document=document,
+                position=position,
+                content=f"text {position}",
+                content_sha256=str(position),
+                status=status,
+                attempts=attempts,
+                embedding=VECTOR if status in ("ready", "corrupted") else None,
+                embedding_model="hash-384" if status in ("ready", "corrupted") else "",
+                lease_expires_at=now - timedelta(seconds=60)
+                if lease_expired and status == "processing"
+                else (now + timedelta(seconds=60) if status == "processing" else None),
+                dispatched_at=now,
+            )
+        )
     Chunk.objects.bulk_create(chunks)
     document.refresh_from_db()
     return document, submission.job
@@ -74,7 +83,9 @@ def test_documents_with_chunks_in_flight_are_left_alone():
     assert document.status == "indexing"
 
 
-def test_chunk_past_its_lease_goes_back_to_pending_and_is_dispatched_again(published, django_capture_on_commit_callbacks):
+def test_chunk_past_its_lease_goes_back_to_pending_and_is_dispatched_again(
+    published, django_capture_on_commit_callbacks
+):
     document, _ = indexing_document(["ready", "processing"], lease_expired=True)
     stuck = Chunk.objects.get(document=document, status="processing")
 
@@ -135,8 +146,9 @@ def test_pending_document_without_a_live_job_is_failed_with_a_reason():
     assert "never dispatched" in document.error_message
 
 
-def test_lost_parse_is_dispatched_again_then_failed_after_the_limit(settings, published,
-                                                                     django_capture_on_commit_callbacks):
+def test_lost_parse_is_dispatched_again_then_failed_after_the_limit(
+    settings, published, django_capture_on_commit_callbacks
+):
     settings.MIRAGE_MAX_DISPATCH_ATTEMPTS = 1
     project = make_project()
     submission = submit_bytes(project, markdown_document(), "lost.md")

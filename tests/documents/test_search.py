@@ -1,5 +1,6 @@
 """Semantic search: exact for small projects, HNSW for large ones; either way
 only the project's own embedded chunks."""
+
 import math
 
 import pytest
@@ -19,15 +20,29 @@ TOPICS = ["rivers and fish", "mountain weather", "bread baking", "train timetabl
 def add_chunks(project, texts, *, status="ready"):
     number = Document.objects.filter(project=project).count()
     document = Document.objects.create(
-        project=project, filename=f"{project.name}-{number}.md", file=f"t/{project.name}-{number}.md",
-        file_type="markdown", size_bytes=1, content_sha256=f"{project.id:032d}{number:032d}", status="ready",
+        project=project,
+        filename=f"{project.name}-{number}.md",
+        file=f"t/{project.name}-{number}.md",
+        file_type="markdown",
+        size_bytes=1,
+        content_sha256=f"{project.id:032d}{number:032d}",
+        status="ready",
     )
     embedder = HashEmbedder()
     chunks = []
     for position, text in enumerate(texts):
         vector = embedder.embed_batch([text])[0].vector if status in ("ready", "corrupted") else None
-        chunks.append(Chunk(document=document, position=position, content=text, content_sha256=f"{position:064d}",
-                            status=status, embedding=vector, embedding_model=project.embedding_model))
+        chunks.append(
+            Chunk(
+                document=document,
+                position=position,
+                content=text,
+                content_sha256=f"{position:064d}",
+                status=status,
+                embedding=vector,
+                embedding_model=project.embedding_model,
+            )
+        )
     Chunk.objects.bulk_create(chunks)
     return document
 
@@ -48,7 +63,9 @@ def semantic_statements(project, text: str) -> list[str]:
 
 
 def cosine(a, b) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True)) / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (
+        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    )
 
 
 def true_nearest(project, vector, k):

@@ -1,5 +1,6 @@
 """The one place where statuses change: the transition tables, their guards,
 and a check that no other code writes a status column."""
+
 import ast
 import itertools
 import re
@@ -29,8 +30,9 @@ def _illegal(table: dict, statuses: list[str]) -> list[tuple[str, str]]:
 def test_an_illegal_document_transition_raises_naming_the_document_and_both_statuses(source, to):
     document = submit_bytes(make_project(), markdown_document(), "a.md").document
     Document.objects.filter(id=document.id).update(status=source)
-    with pytest.raises(transitions.IllegalTransition,
-                       match=f"document {document.id}: illegal status transition {source} -> {to}"):
+    with pytest.raises(
+        transitions.IllegalTransition, match=f"document {document.id}: illegal status transition {source} -> {to}"
+    ):
         transitions.document_transition(document_id=document.id, from_statuses=source, to=to, actor="system")
     assert Document.objects.get(id=document.id).status == source
 
@@ -45,8 +47,13 @@ def test_an_illegal_chunk_transition_raises_naming_both_statuses(source, to):
 @pytest.mark.django_db
 def test_a_document_transition_under_a_stale_generation_writes_nothing():
     document = submit_bytes(make_project(), markdown_document(), "a.md").document
-    moved = transitions.document_transition(document_id=document.id, from_statuses="pending", to="cancelled",
-                                            actor="system", generation=document.generation + 1)
+    moved = transitions.document_transition(
+        document_id=document.id,
+        from_statuses="pending",
+        to="cancelled",
+        actor="system",
+        generation=document.generation + 1,
+    )
     assert moved is None
     assert Document.objects.get(id=document.id).status == "pending"
 
@@ -54,8 +61,10 @@ def test_a_document_transition_under_a_stale_generation_writes_nothing():
 @pytest.mark.django_db
 def test_a_document_transition_from_a_status_it_left_writes_nothing():
     document = submit_bytes(make_project(), markdown_document(), "a.md").document
-    assert transitions.document_transition(document_id=document.id, from_statuses="indexing", to="ready",
-                                           actor="worker") is None
+    assert (
+        transitions.document_transition(document_id=document.id, from_statuses="indexing", to="ready", actor="worker")
+        is None
+    )
     assert Document.objects.get(id=document.id).status == "pending"
 
 
@@ -97,8 +106,10 @@ def _status_writes(source: str, filename: str) -> list[str]:
         return f"{filename}::{name}:{node.lineno}"
 
     for node in ast.walk(tree):
-        updating = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
-            "update", "bulk_update", "update_or_create"
+        updating = (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("update", "bulk_update", "update_or_create")
         )
         if updating:
             names = {keyword.arg for keyword in node.keywords}
@@ -141,8 +152,12 @@ def _project_sources():
 
 
 def test_no_code_outside_the_transition_functions_writes_a_status_column():
-    stray = [place for relative, source in _project_sources() for place in _status_writes(source, relative)
-             if not _allowed(place)]
+    stray = [
+        place
+        for relative, source in _project_sources()
+        for place in _status_writes(source, relative)
+        if not _allowed(place)
+    ]
     # bench/ builds its data sets with direct writes on purpose (it measures,
     # it does not run the pipeline): list them so a new one is still seen.
     stray = [place for place in stray if not place.startswith("bench/")]
@@ -164,8 +179,12 @@ def test_the_stray_write_check_finds_a_new_stray_write(snippet):
 
 
 def test_the_transition_functions_are_the_only_allowed_writers():
-    writes = {place.rsplit(":", 1)[0] for relative, source in _project_sources()
-              for place in _status_writes(source, relative) if _allowed(place)}
+    writes = {
+        place.rsplit(":", 1)[0]
+        for relative, source in _project_sources()
+        for place in _status_writes(source, relative)
+        if _allowed(place)
+    }
     assert {place for place in writes if place.startswith("jobs/")} == {"jobs/services.py::job_transition"}
     assert writes - {"jobs/services.py::job_transition"} <= {
         f"documents/services/transitions.py::{name}"

@@ -1,6 +1,7 @@
 """Every file of the shared corpus through the real pipeline: readable files
 end `ready` or `partial` with chunks that keep their place in the document;
 bad inputs end in a clear error or are refused; the worker survives all."""
+
 import pytest
 
 from documents import services
@@ -39,7 +40,9 @@ PLACE_KEYS = {"markdown": "heading_path", "html": "heading_path", "pdf": "page",
 
 
 def corpus_files():
-    return sorted(path for path in CORPUS.rglob("*") if path.is_file() and path.name not in ("MANIFEST.tsv", "README.md"))
+    return sorted(
+        path for path in CORPUS.rglob("*") if path.is_file() and path.name not in ("MANIFEST.tsv", "README.md")
+    )
 
 
 def test_the_whole_corpus_ends_in_true_final_states(worker):
@@ -50,7 +53,9 @@ def test_the_whole_corpus_ends_in_true_final_states(worker):
         name = str(path.relative_to(CORPUS))
         try:
             with open(path, "rb") as handle:
-                submitted[name] = services.document_submit(project=project, source=handle, filename=path.name).document.id
+                submitted[name] = services.document_submit(
+                    project=project, source=handle, filename=path.name
+                ).document.id
         except (services.UploadRejected, ParseError) as exc:
             refused[name] = str(exc)
 

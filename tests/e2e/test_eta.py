@@ -1,4 +1,5 @@
 """Waiting, working and the ETA, held to account on a real run."""
+
 from __future__ import annotations
 
 import time
@@ -25,11 +26,17 @@ def test_the_eta_made_at_a_quarter_is_within_half_of_the_time_it_really_took(wor
 
     quarter = wait_until(
         lambda: (body := read())["status"] == "indexing" and body["progress_percentage"] >= 25 and body,
-        timeout=300, interval=0.05, message="a quarter embedded",
+        timeout=300,
+        interval=0.05,
+        message="a quarter embedded",
     )
     at_quarter = time.monotonic()
-    wait_until(lambda: Document.objects.get(id=document.id).status in Document.FINAL_STATUSES, timeout=300,
-               interval=0.05, message="document final")
+    wait_until(
+        lambda: Document.objects.get(id=document.id).status in Document.FINAL_STATUSES,
+        timeout=300,
+        interval=0.05,
+        message="document final",
+    )
     took = time.monotonic() - at_quarter
 
     assert quarter["eta_seconds"] is not None
@@ -48,8 +55,9 @@ def test_a_job_waiting_for_a_slot_says_how_many_are_ahead(settings):
     client = APIClient()
     client.force_authenticate(user)
     project = make_project(members=[user])
-    documents = [submit_bytes(project, markdown_document(sections=1) + bytes([65 + n]), f"d{n}.md").document
-                 for n in range(3)]
+    documents = [
+        submit_bytes(project, markdown_document(sections=1) + bytes([65 + n]), f"d{n}.md").document for n in range(3)
+    ]
     bodies = [client.get(f"/api/v1/documents/{document.id}/").json() for document in documents]
     assert [body["queue_position"] for body in bodies] == [0, 1, 2]
     assert [body["current_job"]["queue_position"] for body in bodies] == [0, 1, 2]

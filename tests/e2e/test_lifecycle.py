@@ -1,4 +1,5 @@
 """Retry, reindex, cancel and admission, end to end with a real worker."""
+
 import pytest
 
 from documents import services
@@ -36,9 +37,7 @@ def test_retry_requeues_only_failed_chunks_and_rederives_the_status(worker):
     wait_job(submission.job.id)
     document = Document.objects.get(id=submission.document.id)
     assert document.status == "partial"
-    ready_before = {
-        chunk.id: chunk.updated_at for chunk in Chunk.objects.filter(document=document, status="ready")
-    }
+    ready_before = {chunk.id: chunk.updated_at for chunk in Chunk.objects.filter(document=document, status="ready")}
     failed_id = Chunk.objects.get(document=document, status="error").id
 
     embedders.cure_poison()

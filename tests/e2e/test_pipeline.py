@@ -1,4 +1,5 @@
 """The pipeline end to end: real Postgres, real Redis, a real Celery worker."""
+
 import pytest
 
 from documents.models import Chunk, Document
@@ -181,8 +182,15 @@ def test_ingest_exits_4_when_a_document_ends_error_and_0_when_all_are_ready(work
 
     (tmp_path / "good").mkdir()
     (tmp_path / "good" / "notes.md").write_bytes(markdown_document(sections=2))
-    call_command("ingest", str(tmp_path / "good"), project="exit-codes", embedder="hash", wait=True, timeout=120,
-                 stdout=StringIO())
+    call_command(
+        "ingest",
+        str(tmp_path / "good"),
+        project="exit-codes",
+        embedder="hash",
+        wait=True,
+        timeout=120,
+        stdout=StringIO(),
+    )
 
     (tmp_path / "blank").mkdir()
     (tmp_path / "blank" / "blank.md").write_bytes(b"   \n\n   \n")

@@ -2,6 +2,7 @@
 one `document.status` per change of status, progress as
 `document.progress` (monotonic, below 100 until the document is final),
 `job.progress` never going backwards, and `document.deleted`."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,14 @@ def of(events, kind: str, object_id: int) -> list[dict]:
 
 def wait_for_status(project_id: int, document_id: int, status: str) -> list[tuple[str, dict]]:
     return wait_until(
-        lambda: (events := stream(project_id))
-        and [d["status"] for d in of(events, "document.status", document_id)][-1:] == [status] and events,
-        timeout=120, interval=0.2, message=f"document {document_id} {status} on the stream",
+        lambda: (
+            (events := stream(project_id))
+            and [d["status"] for d in of(events, "document.status", document_id)][-1:] == [status]
+            and events
+        ),
+        timeout=120,
+        interval=0.2,
+        message=f"document {document_id} {status} on the stream",
     )
 
 
@@ -49,8 +55,11 @@ def test_upload_to_ready_sends_each_status_once_and_progress_apart(worker):
     submission = submit_bytes(project, markdown_document(sections=40), "long.md")
     document, job = submission.document, submission.job
     events = wait_for_status(project.id, document.id, "ready")
-    wait_until(lambda: of(stream(project.id), "job.progress", job.id)[-1]["status"] == "completed", timeout=60,
-               message="job completed on the stream")
+    wait_until(
+        lambda: of(stream(project.id), "job.progress", job.id)[-1]["status"] == "completed",
+        timeout=60,
+        message="job completed on the stream",
+    )
     events = stream(project.id)
 
     assert [d["status"] for d in of(events, "document.status", document.id)] == ["pending", "indexing", "ready"]
@@ -82,12 +91,22 @@ def test_retry_sends_indexing_then_the_final_status(worker):
     Chunk.objects.filter(document=document, position=0).update(status="error", error="provider refused")
     Document.objects.filter(id=document.id).update(status="partial")
     retry_job = services.document_retry_failed(document=Document.objects.get(id=document.id), actor="user:1")
-    wait_until(lambda: of(stream(project.id), "document.status", document.id)[-1]["status"] == "ready"
-               and len(of(stream(project.id), "document.status", document.id)) == 5, timeout=120,
-               message="retried document ready again")
+    wait_until(
+        lambda: (
+            of(stream(project.id), "document.status", document.id)[-1]["status"] == "ready"
+            and len(of(stream(project.id), "document.status", document.id)) == 5
+        ),
+        timeout=120,
+        message="retried document ready again",
+    )
     events = stream(project.id)
     assert [d["status"] for d in of(events, "document.status", document.id)] == [
-        "pending", "indexing", "ready", "indexing", "ready"]
+        "pending",
+        "indexing",
+        "ready",
+        "indexing",
+        "ready",
+    ]
     assert_monotonic_job_progress(events, retry_job.id)
 
 
@@ -96,6 +115,9 @@ def test_delete_sends_document_deleted(worker):
     submission = submit_bytes(project, markdown_document(sections=2), "gone.md")
     wait_for_status(project.id, submission.document.id, "ready")
     services.document_delete(document=submission.document, actor="user:1")
-    deleted = wait_until(lambda: of(stream(project.id), "document.deleted", submission.document.id), timeout=30,
-                         message="document.deleted on the stream")
+    deleted = wait_until(
+        lambda: of(stream(project.id), "document.deleted", submission.document.id),
+        timeout=30,
+        message="document.deleted on the stream",
+    )
     assert deleted == [{"id": submission.document.id, "project_id": project.id, "filename": "gone.md"}]

@@ -1,5 +1,6 @@
 """Live events over Server-Sent Events, served by a real uvicorn against the
 test database and Redis, with the session's Celery worker doing the work."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,19 @@ def server(django_db_setup, tmp_path_factory):
     try:
         stack.spawn(
             "uvicorn",
-            [sys.executable, "-m", "uvicorn", "mirage.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--timeout-graceful-shutdown", "5"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "mirage.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
         )
         wait_until(lambda: _answers(base_url), timeout=60, interval=0.2, message=f"uvicorn answers on {base_url}")
         yield base_url
@@ -168,7 +180,8 @@ def test_members_follow_their_document_and_job_live_and_see_nothing_of_other_pro
     try:
         wait_until(
             lambda: alice_stream.connected.is_set() and bob_stream.connected.is_set(),
-            timeout=30, message="both streams connected",
+            timeout=30,
+            message="both streams connected",
         )
         started = time.monotonic()
         alice_submission = submit_bytes(alice_project, markdown_document(sections=4), "alice.md")
@@ -181,12 +194,23 @@ def test_members_follow_their_document_and_job_live_and_see_nothing_of_other_pro
             jobs = stream.of("job.progress", job.id)
             return bool(documents and documents[-1]["status"] == "ready" and jobs and jobs[-1]["status"] == "completed")
 
-        wait_until(lambda: finished(alice_stream, alice_document, alice_job), timeout=120, interval=0.1,
-                   message="alice sees her document ready and its job completed")
-        figures.record("sse_document_ready_seen_by_client", seconds=round(time.monotonic() - started, 2),
-                       events=len(alice_stream.events))
-        wait_until(lambda: finished(bob_stream, bob_document, bob_job), timeout=120, interval=0.1,
-                   message="bob sees his document ready and its job completed")
+        wait_until(
+            lambda: finished(alice_stream, alice_document, alice_job),
+            timeout=120,
+            interval=0.1,
+            message="alice sees her document ready and its job completed",
+        )
+        figures.record(
+            "sse_document_ready_seen_by_client",
+            seconds=round(time.monotonic() - started, 2),
+            events=len(alice_stream.events),
+        )
+        wait_until(
+            lambda: finished(bob_stream, bob_document, bob_job),
+            timeout=120,
+            interval=0.1,
+            message="bob sees his document ready and its job completed",
+        )
     finally:
         alice_stream.close()
         bob_stream.close()
@@ -211,33 +235,49 @@ def test_members_follow_their_document_and_job_live_and_see_nothing_of_other_pro
     assert {e.data["project_id"] for e in bob_stream.events} == {bob_project.id}
     assert not bob_stream.of("document.status", alice_document.id)
     assert not bob_stream.of("job.progress", alice_job.id)
-    denied = httpx.get(f"{server}/api/v1/events/", params={"project": alice_project.id},
-                       headers={"Authorization": f"Token {bob_token}"}, timeout=30)
+    denied = httpx.get(
+        f"{server}/api/v1/events/",
+        params={"project": alice_project.id},
+        headers={"Authorization": f"Token {bob_token}"},
+        timeout=30,
+    )
     assert denied.status_code == 404 and denied.json() == {"detail": "Not found."}
 
     # Everything the project published reached the live client, in order.
-    published = [entry_id for entry_id, _ in redis.Redis.from_url(settings.MIRAGE_REDIS_URL, decode_responses=True)
-                 .xrange(stream_key(alice_project.id))]
+    published = [
+        entry_id
+        for entry_id, _ in redis.Redis.from_url(settings.MIRAGE_REDIS_URL, decode_responses=True).xrange(
+            stream_key(alice_project.id)
+        )
+    ]
     assert alice_stream.ids() == published
 
     # Reconnecting resumes strictly after the last event seen, by header, by
     # query parameter, and with the header winning over `from=start`.
     pivot = len(published) // 2
-    later = published[pivot + 1:]
+    later = published[pivot + 1 :]
     assert later, "the document produced too few events to test resuming"
-    by_header = read_to_end(server, alice_token, headers={"Last-Event-ID": published[pivot]},
-                            project=alice_project.id, timeout=1)
+    by_header = read_to_end(
+        server, alice_token, headers={"Last-Event-ID": published[pivot]}, project=alice_project.id, timeout=1
+    )
     assert by_header.ids() == later
     by_query = read_to_end(server, alice_token, project=alice_project.id, last_event_id=published[pivot], timeout=1)
     assert by_query.ids() == later
-    header_wins = read_to_end(server, alice_token, headers={"Last-Event-ID": published[pivot]},
-                              project=alice_project.id, timeout=1, **{"from": "start"})
+    header_wins = read_to_end(
+        server,
+        alice_token,
+        headers={"Last-Event-ID": published[pivot]},
+        project=alice_project.id,
+        timeout=1,
+        **{"from": "start"},
+    )
     assert header_wins.ids() == later
     from_start = read_to_end(server, alice_token, project=alice_project.id, timeout=1, **{"from": "start"})
     assert from_start.ids() == published
     assert [e.data for e in from_start.events] == [e.data for e in alice_stream.events]
-    after_last = read_to_end(server, alice_token, headers={"Last-Event-ID": published[-1]},
-                             project=alice_project.id, timeout=1)
+    after_last = read_to_end(
+        server, alice_token, headers={"Last-Event-ID": published[-1]}, project=alice_project.id, timeout=1
+    )
     assert after_last.events == [] and "connected" in after_last.comments
 
 
@@ -248,11 +288,15 @@ def test_job_events_never_go_back_to_pending(worker):
 
     def job_statuses() -> list[str]:
         entries = client.xrange(stream_key(project.id))
-        return [data["status"] for _, fields in entries if fields["event"] == "job.progress"
-                and (data := json.loads(fields["data"]))["id"] == submission.job.id]
+        return [
+            data["status"]
+            for _, fields in entries
+            if fields["event"] == "job.progress" and (data := json.loads(fields["data"]))["id"] == submission.job.id
+        ]
 
-    statuses = wait_until(lambda: "completed" in (found := job_statuses()) and found, timeout=120,
-                          message="job completed")
+    statuses = wait_until(
+        lambda: "completed" in (found := job_statuses()) and found, timeout=120, message="job completed"
+    )
     assert ranks(statuses, JOB_ORDER) == sorted(ranks(statuses, JOB_ORDER)), statuses
 
 
@@ -261,12 +305,15 @@ def test_stream_from_now_skips_earlier_events_and_ends_after_its_timeout(server)
     project = make_project(members=[user])
     token = token_for(user)
     client = redis.Redis.from_url(settings.MIRAGE_REDIS_URL, decode_responses=True)
-    client.xadd(stream_key(project.id), {"event": "job.progress", "data": json.dumps({"id": 1, "project_id": project.id})})
+    client.xadd(
+        stream_key(project.id), {"event": "job.progress", "data": json.dumps({"id": 1, "project_id": project.id})}
+    )
     stream = open_stream(server, token, project=project.id, timeout=30)
     try:
         assert stream.connected.wait(timeout=30)
-        new_id = client.xadd(stream_key(project.id),
-                             {"event": "job.progress", "data": json.dumps({"id": 2, "project_id": project.id})})
+        new_id = client.xadd(
+            stream_key(project.id), {"event": "job.progress", "data": json.dumps({"id": 2, "project_id": project.id})}
+        )
         wait_until(lambda: stream.events, timeout=30, message="the new event arrives")
         assert [(e.id, e.data["id"]) for e in stream.events] == [(new_id, 2)]
     finally:
@@ -331,7 +378,9 @@ def test_access_rules_and_parameter_errors_answer_json(server):
         assert response.headers["content-type"] == "application/json", (params, response.headers)
         assert response.json(), params
     assert get(None, {"project": project.id}).headers["www-authenticate"] == "Token"
-    head = httpx.head(url, params={"project": project.id}, headers={"Authorization": f"Token {owner_token}"}, timeout=30)
+    head = httpx.head(
+        url, params={"project": project.id}, headers={"Authorization": f"Token {owner_token}"}, timeout=30
+    )
     assert head.status_code == 405
 
     # Staff may follow any project; a session login works like a token.
@@ -342,8 +391,11 @@ def test_access_rules_and_parameter_errors_answer_json(server):
         login = browser.get("/admin/login/")
         response = browser.post(
             "/admin/login/?next=/admin/",
-            data={"username": staff.username, "password": "pw-for-tests-123",
-                  "csrfmiddlewaretoken": login.cookies["csrftoken"]},
+            data={
+                "username": staff.username,
+                "password": "pw-for-tests-123",
+                "csrfmiddlewaretoken": login.cookies["csrftoken"],
+            },
         )
         assert "sessionid" in browser.cookies, response.status_code
         session_response = browser.get("/api/v1/events/", params={"project": project.id, "timeout": 0.5}, headers=sse)

@@ -1,5 +1,6 @@
 """Job lifecycle: guarded transitions, monotonic progress, admission. The
 job platform is tested on kinds of its own: it knows no documents."""
+
 import itertools
 
 import pytest
@@ -120,7 +121,9 @@ def test_progress_percentage_is_checked_by_the_database(started, django_capture_
         Job.objects.filter(id=job.id).update(status="done")
 
 
-def test_running_jobs_past_the_timeout_fail_with_error_type_timeout(started, settings, django_capture_on_commit_callbacks):
+def test_running_jobs_past_the_timeout_fail_with_error_type_timeout(
+    started, settings, django_capture_on_commit_callbacks
+):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -154,10 +157,13 @@ LEGAL_JOB_MOVES = {(source, to) for to, sources in services.JOB_TRANSITIONS.item
     ("source", "to"),
     [pair for pair in itertools.product(JOB_STATUSES, JOB_STATUSES) if pair not in LEGAL_JOB_MOVES],
 )
-def test_an_illegal_job_transition_raises_naming_the_job_and_both_statuses(started, source, to,
-                                                                            django_capture_on_commit_callbacks):
+def test_an_illegal_job_transition_raises_naming_the_job_and_both_statuses(
+    started, source, to, django_capture_on_commit_callbacks
+):
     job = create(django_capture_on_commit_callbacks)
-    with pytest.raises(services.IllegalJobTransition, match=f"job {job.id}: illegal status transition {source} -> {to}"):
+    with pytest.raises(
+        services.IllegalJobTransition, match=f"job {job.id}: illegal status transition {source} -> {to}"
+    ):
         services.job_transition(job_id=job.id, from_statuses=source, to=to, actor="system")
 
 

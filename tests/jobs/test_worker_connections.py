@@ -3,6 +3,7 @@
 Celery's Django fixup closes every connection around every task unless
 `CELERY_DB_REUSE_MAX` is set; a worker would then open a PostgreSQL
 connection per task."""
+
 import time
 
 import pytest

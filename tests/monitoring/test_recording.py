@@ -113,10 +113,15 @@ def test_expired_messages_are_pruned_from_the_oldest_end_and_live_ones_kept(test
     client.lpush(store.queue_keys(test_queue)[0], message(now - timedelta(seconds=30), "expired-1"))
     client.lpush(store.queue_keys(test_queue)[0], message(now - timedelta(seconds=1), "expired-2"))
     client.lpush(store.queue_keys(test_queue)[0], message(now + timedelta(seconds=30), "live"))
-    client.lpush(store.queue_keys(test_queue)[0], json.dumps({"body": "never-expires", "headers": {}, "properties": {}}))
+    client.lpush(
+        store.queue_keys(test_queue)[0], json.dumps({"body": "never-expires", "headers": {}, "properties": {}})
+    )
 
     assert recording.queue_prune_expired(queue=test_queue) == 2
-    assert [json.loads(raw)["body"] for raw in client.lrange(store.queue_keys(test_queue)[0], 0, -1)] == ["never-expires", "live"]
+    assert [json.loads(raw)["body"] for raw in client.lrange(store.queue_keys(test_queue)[0], 0, -1)] == [
+        "never-expires",
+        "live",
+    ]
 
 
 class FailingEmbedder(HashEmbedder):

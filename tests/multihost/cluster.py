@@ -50,6 +50,7 @@ def _pg_bin() -> Path:
 
 REDIS_PREFIX = "mirage-multihost:"
 
+
 class Cluster:
     def __init__(self, network: Network, workdir: Path) -> None:
         self.network = network

@@ -1,4 +1,5 @@
 """The operator's commands: docstatus, jobs and healthcheck."""
+
 import re
 from io import StringIO
 
@@ -55,11 +56,21 @@ def test_docstatus_shows_progress_failed_chunks_and_current_job(indexing_documen
     output = run("docstatus")
 
     header, row = rows(output)
-    assert header == ["ID", "PROJECT", "FILENAME", "TYPE", "STATUS", "PROGRESS", "FAILED", "WAITED", "WORKED", "ETA",
-                      "JOB"]
+    assert header == [
+        "ID",
+        "PROJECT",
+        "FILENAME",
+        "TYPE",
+        "STATUS",
+        "PROGRESS",
+        "FAILED",
+        "WAITED",
+        "WORKED",
+        "ETA",
+        "JOB",
+    ]
     document, job = indexing_document.document, indexing_document.job
-    assert row[:8] == [str(document.id), "rivers", "guide-to-rivers.md", "markdown", "indexing",
-                       "42/100", "(42%)", "2"]
+    assert row[:8] == [str(document.id), "rivers", "guide-to-rivers.md", "markdown", "indexing", "42/100", "(42%)", "2"]
     waited, worked, eta = row[8:11]
     assert re.fullmatch(r"\d+s", waited) and (worked, eta) == ("-", "-")
     assert row[11:] == [str(job.id), "pending", "(0", "ahead)"]
@@ -105,8 +116,9 @@ def test_docstatus_shows_ready_documents_at_100_percent(indexing_document):
 def test_jobs_lists_newest_first_with_progress_and_counters(indexing_document):
     project = indexing_document.document.project
     second = submit_bytes(project, markdown_document(sections=7), "second.md").job
-    Job.objects.filter(id=second.id).update(progress_percentage=37, chunks_created=12, chunks_failed=1,
-                                            progress_message="embedding 4/12 chunks")
+    Job.objects.filter(id=second.id).update(
+        progress_percentage=37, chunks_created=12, chunks_failed=1, progress_message="embedding 4/12 chunks"
+    )
 
     output = run("jobs")
 

@@ -1,6 +1,7 @@
 """docker-compose.yml, the Dockerfile and .dockerignore: the stack they
 describe is complete, starts in a safe order, and every command in it names
 modules, queues, tasks and management commands that exist."""
+
 from __future__ import annotations
 
 import importlib
@@ -25,8 +26,11 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(settings.BASE_DIR)
 APP_SERVICES = {"web", "ingest", "embed", "beat", "flower"}
-REQUIRED_ENVIRONMENT = {"MIRAGE_SECRET_KEY": "a-test-secret", "MIRAGE_FLOWER_BASIC_AUTH": "admin:a-test-password",
-                        "MIRAGE_METRICS_TOKEN": "a-test-metrics-token"}
+REQUIRED_ENVIRONMENT = {
+    "MIRAGE_SECRET_KEY": "a-test-secret",
+    "MIRAGE_FLOWER_BASIC_AUTH": "admin:a-test-password",
+    "MIRAGE_METRICS_TOKEN": "a-test-metrics-token",
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +80,10 @@ def test_database_and_redis_keep_their_data_in_named_volumes_and_report_health(c
         volume, _, target = service["volumes"][0].partition(":")
         assert target == data_dir and volume in compose["volumes"]
     credentials = db["environment"]
-    assert f"postgres://{credentials['POSTGRES_USER']}:{credentials['POSTGRES_PASSWORD']}@db:5432/" \
-           f"{credentials['POSTGRES_DB']}" == services["web"]["environment"]["MIRAGE_DATABASE_URL"]
+    assert (
+        f"postgres://{credentials['POSTGRES_USER']}:{credentials['POSTGRES_PASSWORD']}@db:5432/"
+        f"{credentials['POSTGRES_DB']}" == services["web"]["environment"]["MIRAGE_DATABASE_URL"]
+    )
 
 
 def test_app_services_share_one_image_and_environment_and_no_volume(services, compose):
@@ -233,12 +239,17 @@ def test_docker_compose_accepts_the_file_and_insists_on_the_secrets(tmp_path):
     config = [*cli, "--env-file", str(empty_env_file)]
 
     accepted = subprocess.run(
-        [*config, "--profile", "ollama", "config", "-q"], cwd=ROOT, env={**environment, **REQUIRED_ENVIRONMENT},
-        capture_output=True, text=True, timeout=120,
+        [*config, "--profile", "ollama", "config", "-q"],
+        cwd=ROOT,
+        env={**environment, **REQUIRED_ENVIRONMENT},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert accepted.returncode == 0, accepted.stderr
 
-    refused = subprocess.run([*config, "config", "-q"], cwd=ROOT, env=environment, capture_output=True, text=True,
-                             timeout=120)
+    refused = subprocess.run(
+        [*config, "config", "-q"], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode != 0
     assert any(name in refused.stderr for name in REQUIRED_ENVIRONMENT)

@@ -1,6 +1,7 @@
 """Flower as `make run` starts it (`celery flower --conf=mirage/flowerconfig.py`):
 basic auth on the UI and the API, and the pipeline's tasks visible with
 id-only arguments."""
+
 from __future__ import annotations
 
 import ast
@@ -36,7 +37,9 @@ def flower(django_db_setup, tmp_path_factory):
     stack.env.pop("FLOWER_UNAUTHENTICATED_API", None)
     base_url = f"http://127.0.0.1:{stack.env['MIRAGE_FLOWER_PORT']}"
     try:
-        stack.spawn("flower", [sys.executable, "-m", "celery", "-A", "mirage", "flower", "--conf=mirage/flowerconfig.py"])
+        stack.spawn(
+            "flower", [sys.executable, "-m", "celery", "-A", "mirage", "flower", "--conf=mirage/flowerconfig.py"]
+        )
         wait_until(lambda: _answers(base_url), timeout=60, interval=0.2, message=f"Flower answers on {base_url}")
         yield base_url
     finally:
@@ -58,9 +61,21 @@ def authenticated(base_url: str) -> httpx.Client:
 
 def _send_probe(task_id: str) -> None:
     with celery_app.events.default_dispatcher() as dispatcher:
-        dispatcher.send("task-sent", uuid=task_id, name=PROBE_TASK, args="()", kwargs="{}", retries=0,
-                        eta=None, expires=None, queue="ingest", exchange="", routing_key="ingest", root_id=task_id,
-                        parent_id=None)
+        dispatcher.send(
+            "task-sent",
+            uuid=task_id,
+            name=PROBE_TASK,
+            args="()",
+            kwargs="{}",
+            retries=0,
+            eta=None,
+            expires=None,
+            queue="ingest",
+            exchange="",
+            routing_key="ingest",
+            root_id=task_id,
+            parent_id=None,
+        )
 
 
 def wait_until_flower_sees_events(base_url: str) -> None:
@@ -68,6 +83,7 @@ def wait_until_flower_sees_events(base_url: str) -> None:
     event, sent again until Flower shows it, proves it listens."""
     probe_id = str(uuid.uuid4())
     with authenticated(base_url) as client:
+
         def seen() -> bool:
             _send_probe(probe_id)
             return client.get(f"/api/task/info/{probe_id}").status_code == 200
@@ -99,7 +115,8 @@ def test_flower_lists_the_pipeline_tasks_with_ids_as_arguments(worker, flower):
     submission = submit_bytes(project, markdown_document(sections=3), "flower.md")
     wait_until(
         lambda: Document.objects.get(id=submission.document.id).status in Document.FINAL_STATUSES,
-        timeout=120, message="document final",
+        timeout=120,
+        message="document final",
     )
     document = Document.objects.get(id=submission.document.id)
     assert document.status == "ready"
@@ -124,12 +141,17 @@ def test_flower_lists_the_pipeline_tasks_with_ids_as_arguments(worker, flower):
 
     listed: dict = {}
     with authenticated(flower) as client:
+
         def complete() -> dict[str, list[tuple]] | None:
             listed.clear()
             listed.update(client.get("/api/tasks", params={"limit": 1000}).json())
             found = ours(listed)
             embedded = {args[0] for args in found.get("documents.embed_chunk", [])}
-            if found.get("documents.parse_document") and found.get("documents.finalize_document") and embedded == chunk_ids:
+            if (
+                found.get("documents.parse_document")
+                and found.get("documents.finalize_document")
+                and embedded == chunk_ids
+            ):
                 return found
             return None
 
@@ -144,4 +166,3 @@ def test_flower_lists_the_pipeline_tasks_with_ids_as_arguments(worker, flower):
         for args in calls:
             assert all(isinstance(value, int) for value in args), (name, args)
     assert found["documents.finalize_document"][0] == (document.id, document.generation)
-

@@ -1,5 +1,6 @@
 """Idle, beat and the reconcilers log nothing: clean ticks are not news.
 Repairs and failures still are."""
+
 from __future__ import annotations
 
 import logging
@@ -18,14 +19,26 @@ def _record(level: int, message: str, *args) -> logging.LogRecord:
 @pytest.mark.unit
 def test_the_filter_drops_only_informational_reconciler_lines():
     quiet = QuietReconcilerTicks()
-    assert not quiet.filter(_record(logging.INFO, "Task %s[%s] succeeded in %ss: %s",
-                                    "reconcile.redispatch_stuck_chunks", "abc", 0.01, {}))
-    assert not quiet.filter(_record(logging.INFO, "Scheduler: Sending due task %s (%s)", "admit-pending-jobs",
-                                    "reconcile.admit_pending_jobs"))
-    assert quiet.filter(_record(logging.ERROR, "Task %s[%s] raised unexpected: %r",
-                                "reconcile.redispatch_stuck_chunks", "abc", ValueError("x")))
-    assert quiet.filter(_record(logging.INFO, "Task %s[%s] succeeded in %ss: %s", "documents.parse_document",
-                                "abc", 0.2, None))
+    assert not quiet.filter(
+        _record(logging.INFO, "Task %s[%s] succeeded in %ss: %s", "reconcile.redispatch_stuck_chunks", "abc", 0.01, {})
+    )
+    assert not quiet.filter(
+        _record(
+            logging.INFO, "Scheduler: Sending due task %s (%s)", "admit-pending-jobs", "reconcile.admit_pending_jobs"
+        )
+    )
+    assert quiet.filter(
+        _record(
+            logging.ERROR,
+            "Task %s[%s] raised unexpected: %r",
+            "reconcile.redispatch_stuck_chunks",
+            "abc",
+            ValueError("x"),
+        )
+    )
+    assert quiet.filter(
+        _record(logging.INFO, "Task %s[%s] succeeded in %ss: %s", "documents.parse_document", "abc", 0.2, None)
+    )
 
 
 @pytest.mark.chaos

@@ -5,6 +5,7 @@ scans made from them). Defined here once, for the tests and the benchmarks.
 Without them a developer's run skips the tests that need them; a CI run
 (`CI` set) fails them instead, so a missing corpus can never pass silently.
 """
+
 from __future__ import annotations
 
 import os

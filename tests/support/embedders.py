@@ -4,6 +4,7 @@ they record every call in Redis so tests in another process can see them.
 
 Select one with MIRAGE_EMBEDDER or a project's embedder, by dotted path.
 """
+
 from __future__ import annotations
 
 import os

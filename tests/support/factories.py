@@ -1,4 +1,5 @@
 """Test data through the services, as users create it."""
+
 from __future__ import annotations
 
 import io
@@ -15,10 +16,10 @@ from tests.support.corpus import CORPUS, FORMATS  # noqa: F401 - re-exported for
 _counter = itertools.count(1)
 
 
-
 def make_project(*, name: str | None = None, embedder: str = "hash", members=(), owner=None) -> Project:
-    return services.project_create(name=name or f"project-{next(_counter)}", embedder=embedder, members=members,
-                                   owner=owner)
+    return services.project_create(
+        name=name or f"project-{next(_counter)}", embedder=embedder, members=members, owner=owner
+    )
 
 
 def make_user(*, username: str | None = None, staff: bool = False, password: str = "pw-for-tests-123"):

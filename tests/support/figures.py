@@ -1,5 +1,6 @@
 """Figures observed by tests (recovery times, counts), printed at the end of
 the run and kept in artifacts/test-figures.jsonl."""
+
 from __future__ import annotations
 
 import json

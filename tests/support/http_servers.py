@@ -28,9 +28,7 @@ from typing import Any, Self
 def fake_vector(text: str, dimensions: int) -> list[float]:
     """The vector the fake server returns for `text`: deterministic, and
     different for different texts, so a test can tell which came back where."""
-    seed = int.from_bytes(
-        hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big"
-    )
+    seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
     generator = random.Random(seed)
     return [generator.uniform(-1.0, 1.0) for _ in range(dimensions)]
 
@@ -151,9 +149,7 @@ class FakeEmbeddingServer:
             self.requests.append(request)
             return self._replies.popleft() if self._replies else Reply()
 
-    def _answer(
-        self, path: str, payload: Any, reply: Reply
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _answer(self, path: str, payload: Any, reply: Reply) -> tuple[int, dict[str, str], bytes]:
         headers = {"Content-Type": "application/json", **reply.headers}
         if reply.raw is not None:
             return reply.status, headers, reply.raw
@@ -175,8 +171,7 @@ class FakeEmbeddingServer:
             }
         elif path == "/v1/embeddings":
             items = [
-                {"object": "embedding", "index": index, "embedding": vector}
-                for index, vector in enumerate(vectors)
+                {"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)
             ]
             body = {
                 "object": "list",
@@ -202,9 +197,7 @@ def _handler_for(server: FakeEmbeddingServer) -> type[BaseHTTPRequestHandler]:
                 RecordedRequest(
                     method="POST",
                     path=self.path,
-                    headers={
-                        name.lower(): value for name, value in self.headers.items()
-                    },
+                    headers={name.lower(): value for name, value in self.headers.items()},
                     json=payload,
                 )
             )

@@ -5,6 +5,7 @@ processes, and `manage.py` commands, all against the test database.
 Every process is started in its own session so a kill takes its children
 too, and `stop_all()` leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,19 @@ class Stack:
         assert binary, "redis-server is needed for fault-injection tests"
         self.spawn(
             "redis",
-            [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+            [
+                binary,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
         )
         wait_until(self._redis_answers, timeout=20, message="private redis answers")
 
@@ -94,8 +106,26 @@ class Stack:
     def start_worker(self, name: str, queues: str, concurrency: int = 2, pool: str = "prefork") -> None:
         self.spawn(
             name,
-            [sys.executable, "-m", "celery", "-A", "mirage", "worker", "-Q", queues, "-n", f"{name}-{self.redis_port}@%h",
-             "--concurrency", str(concurrency), "--pool", pool, "-l", "info", "--without-gossip", "--without-mingle"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "mirage",
+                "worker",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}-{self.redis_port}@%h",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                pool,
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+            ],
         )
         wait_until(lambda: self.worker_answers(name), timeout=60, interval=0.5, message=f"worker {name} answers")
 
@@ -118,8 +148,20 @@ class Stack:
     def start_beat(self) -> None:
         self.spawn(
             "beat",
-            [sys.executable, "-m", "celery", "-A", "mirage", "beat", "-l", "info",
-             "-S", "celery.beat:PersistentScheduler", "--schedule", str(self.workdir / "beat-schedule")],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "mirage",
+                "beat",
+                "-l",
+                "info",
+                "-S",
+                "celery.beat:PersistentScheduler",
+                "--schedule",
+                str(self.workdir / "beat-schedule"),
+            ],
         )
 
     # --- Web ------------------------------------------------------------------------
@@ -129,8 +171,21 @@ class Stack:
         import httpx
 
         port = free_port()
-        self.spawn("web", [sys.executable, "-m", "uvicorn", "mirage.asgi:application", "--host", "127.0.0.1",
-                           "--port", str(port), "--log-level", "warning"])
+        self.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "mirage.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+        )
         base_url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
@@ -146,7 +201,11 @@ class Stack:
 
     def manage(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [sys.executable, "manage.py", *args], env=self.env, cwd=BASE_DIR, capture_output=True, text=True,
+            [sys.executable, "manage.py", *args],
+            env=self.env,
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"

@@ -1,4 +1,5 @@
 """Waiting on conditions, never on fixed sleeps."""
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ repository's own docs/ and README.md (plus any PATH given) with the local
 model, shows progress, prints statuses, chunk counts and one semantic
 search, and stops the worker it started.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,10 +41,17 @@ class Command(BaseCommand):
         worker = self._start_worker(base)
         try:
             self._wait_for_worker()
-            self.stdout.write(self.style.MIGRATE_HEADING(f"Ingesting {len(paths)} path(s) into project {DEMO_PROJECT!r}"))
+            self.stdout.write(
+                self.style.MIGRATE_HEADING(f"Ingesting {len(paths)} path(s) into project {DEMO_PROJECT!r}")
+            )
             call_command(
-                "ingest", *paths, project=DEMO_PROJECT, embedder=options["embedder"], wait=True,
-                timeout=1800, stdout=self.stdout,
+                "ingest",
+                *paths,
+                project=DEMO_PROJECT,
+                embedder=options["embedder"],
+                wait=True,
+                timeout=1800,
+                stdout=self.stdout,
             )
             self._report(options["query"])
         finally:
@@ -54,11 +62,26 @@ class Command(BaseCommand):
         log.parent.mkdir(exist_ok=True)
         self.stdout.write(f"starting a Celery worker with beat (log: {log})")
         command = [
-            sys.executable, "-m", "celery", "-A", "mirage", "worker", "--beat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "mirage",
+            "worker",
+            "--beat",
             # Threads: the embed tasks share one micro-batcher and one model.
-            "-Q", "ingest,embed,maintenance", "--pool", "threads", "--concurrency", "8",
-            "-n", f"demo-{os.getpid()}@%h",
-            "-l", "info", "--schedule", str(base / ".mirage" / "demo-beat-schedule"),
+            "-Q",
+            "ingest,embed,maintenance",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "8",
+            "-n",
+            f"demo-{os.getpid()}@%h",
+            "-l",
+            "info",
+            "--schedule",
+            str(base / ".mirage" / "demo-beat-schedule"),
         ]
         with open(log, "ab") as handle:
             return subprocess.Popen(command, cwd=base, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,7 +105,9 @@ class Command(BaseCommand):
 
     def _report(self, query: str) -> None:
         project = Project.objects.get(name=DEMO_PROJECT)
-        documents = list(selectors.documents_with_progress(Document.objects.filter(project=project)).order_by("filename"))
+        documents = list(
+            selectors.documents_with_progress(Document.objects.filter(project=project)).order_by("filename")
+        )
         by_status: dict[str, int] = {}
         for document in documents:
             by_status[document.status] = by_status.get(document.status, 0) + 1

@@ -1,4 +1,5 @@
 """python manage.py docstatus [--project NAME]"""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError

@@ -4,6 +4,7 @@ Exits 0 when the database and Redis answer; otherwise prints what failed and
 exits 1. With --migrations it also fails while migrations are unapplied, so
 services that wait for the web container start only after `migrate` ran.
 """
+
 from __future__ import annotations
 
 import redis

@@ -9,6 +9,7 @@ Exit codes, for scripts:
      with --strict)
   5  with --wait: documents were still indexing at --timeout
 When several apply, the highest code is returned."""
+
 from __future__ import annotations
 
 import sys
@@ -61,11 +62,18 @@ class Command(BaseCommand):
         parser.add_argument("--embedder", help="embedder for a new project (default: MIRAGE_EMBEDDER)")
         parser.add_argument("--owner", help="username that owns a new project and can see it through the API")
         parser.add_argument("--wait", action="store_true", help="show progress until every document is final")
-        parser.add_argument("--strict", action="store_true",
-                            help="with --wait, a `partial` document is a failure (exit 4), not a warning")
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="with --wait, a `partial` document is a failure (exit 4), not a warning",
+        )
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
-        parser.add_argument("--priority", choices=Job.Priority.values, default=Job.Priority.NORMAL,
-                            help="high work is indexed before waiting normal work, low after it (default normal)")
+        parser.add_argument(
+            "--priority",
+            choices=Job.Priority.values,
+            default=Job.Priority.NORMAL,
+            help="high work is indexed before waiting normal work, low after it (default normal)",
+        )
 
     def handle(self, *args, **options):
         owner = None
@@ -86,8 +94,9 @@ class Command(BaseCommand):
         for path in _files(options["paths"]):
             try:
                 with open(path, "rb") as handle:
-                    submission = services.document_submit(project=project, source=handle, filename=path.name,
-                                                          priority=options["priority"])
+                    submission = services.document_submit(
+                        project=project, source=handle, filename=path.name, priority=options["priority"]
+                    )
             except (services.UploadRejected, ParseError) as exc:
                 refused += 1
                 self.stdout.write(self.style.WARNING(f"refused {path}: {exc}"))
@@ -105,8 +114,11 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(f"{refused} file(s) refused"))
             exit_code = max(exit_code, EXIT_REFUSED)
         if exit_code:
-            reasons = {EXIT_REFUSED: "files were refused", EXIT_FAILED: "documents did not end ready",
-                       EXIT_TIMEOUT: "documents were still indexing at the timeout"}
+            reasons = {
+                EXIT_REFUSED: "files were refused",
+                EXIT_FAILED: "documents did not end ready",
+                EXIT_TIMEOUT: "documents were still indexing at the timeout",
+            }
             raise CommandError(reasons[exit_code], returncode=exit_code)
 
     def _wait(self, document_ids: list[int], timeout: float, *, strict: bool) -> int:
@@ -161,5 +173,7 @@ def _who_can_see(project: Project) -> str:
     members = sorted(project.members.values_list("username", flat=True))
     if members:
         return f"project {project.name!r} (id {project.id}) is visible through the API to: {', '.join(members)}"
-    return (f"project {project.name!r} (id {project.id}) has no members: only staff see it through the API "
-            "(use --owner USER to give it one)")
+    return (
+        f"project {project.name!r} (id {project.id}) has no members: only staff see it through the API "
+        "(use --owner USER to give it one)"
+    )

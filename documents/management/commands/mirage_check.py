@@ -1,4 +1,5 @@
 """python manage.py mirage_check [--repair]"""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from documents import invariants
@@ -12,8 +13,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--repair", action="store_true")
-        parser.add_argument("--grace", type=float, default=None,
-                            help="seconds of inactivity before work counts as stuck (default: two reconcile periods)")
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=None,
+            help="seconds of inactivity before work counts as stuck (default: two reconcile periods)",
+        )
 
     def handle(self, *args, **options):
         violations = invariants.find_violations(grace_seconds=options["grace"])
@@ -31,8 +36,10 @@ class Command(BaseCommand):
         if remaining:
             for violation in remaining:
                 self.stdout.write(str(violation))
-            self.stdout.write(self.style.WARNING(
-                f"{len(remaining)} violation(s) remain (work re-dispatched finishes in the background)"
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{len(remaining)} violation(s) remain (work re-dispatched finishes in the background)"
+                )
+            )
         else:
             self.stdout.write(self.style.SUCCESS("all repaired"))

@@ -1,4 +1,5 @@
 """python manage.py jobs [--status S] [--limit N] | --cancel ID"""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
