@@ -110,6 +110,7 @@ test-e2e: services
 
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: migrate
 	$(PY) -m bench $(BENCH_ARGS)
