@@ -19,7 +19,8 @@ from rest_framework.authtoken.models import Token
 
 from documents.models import Chunk, Document
 from documents.monitoring import store
-from tests.chaos.test_fault_injection import RECONCILE_SECONDS, RECORDING, all_final, write_documents
+from tests.chaos.conftest import RECONCILE_SECONDS
+from tests.chaos.test_fault_injection import RECORDING, all_final, write_documents
 from tests.support import figures
 from tests.support.processes import Stack, elapsed_since
 from tests.support.waiting import wait_until
