@@ -137,6 +137,21 @@ def _token_header(user) -> dict[str, str]:
     return {"Authorization": f"Token {token.key}"}
 
 
+@pytest.fixture(autouse=True)
+def short_streams(monkeypatch):
+    """Under WSGI an event stream is read to its end before it is answered:
+    whatever a generated request asks for (no timeout, a header the hook
+    does not see), no stream may outlast a couple of seconds here."""
+    from documents.api import events as events_api
+
+    stream = events_api.event_stream
+
+    def short(*, timeout, **kwargs):
+        return stream(timeout=min(timeout or 2.0, 2.0), **kwargs)
+
+    monkeypatch.setattr(events_api, "event_stream", short)
+
+
 @pytest.fixture
 def world(settings, tmp_path):
     """A member of one project holding a partly indexed document whose job
