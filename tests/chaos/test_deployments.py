@@ -87,7 +87,7 @@ def test_two_deployments_on_one_redis_database_see_only_their_own_work(tmp_path,
         prefixes = {}
         for name, stack in stacks.items():
             printed = stack.manage(
-                "shell", "-c", "from django.conf import settings; print(settings.MIRAGE_REDIS_PREFIX)"
+                "shell", "-v", "0", "-c", "from django.conf import settings; print(settings.MIRAGE_REDIS_PREFIX)"
             )
             prefixes[name] = printed.stdout.strip()
             stack.env["MIRAGE_REDIS_PREFIX"] = prefixes[name]
