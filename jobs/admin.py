@@ -89,7 +89,6 @@ class JobAdmin(ReadOnlyModelAdmin):
         "subject",
         "project_name",
         "status_badge",
-        "priority",
         "progress_with_message",
         "counters_live",
         "times_live",
@@ -228,7 +227,10 @@ class JobAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="Kind", ordering="kind")
     def kind_label(self, job: Job) -> str:
-        return registry.label_for(job.kind)
+        # The priority rides with the kind (a column of its own would push
+        # the list past 1,280 px); normal, the usual, is not repeated.
+        label = registry.label_for(job.kind)
+        return label if job.priority == Job.Priority.NORMAL else f"{label} ({job.priority} priority)"
 
     @admin.display(description="File")
     def subject(self, job: Job) -> str:
