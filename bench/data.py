@@ -162,7 +162,7 @@ def chunk_texts(content: bytes, filename: str, embedder: str) -> list[str]:
     from documents.chunking import chunk_sections
     from documents.embeddings import get_embedder
     from documents.parsers import parse_file
-    from documents.services import _effective_chunk_tokens
+    from documents.services.parsing import _effective_chunk_tokens
 
     provider = get_embedder(embedder)
     with tempfile.TemporaryDirectory(dir=env.WORK_DIR) as directory:
