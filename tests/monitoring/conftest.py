@@ -14,8 +14,11 @@ def monitoring_redis(redis_client):
     def clear() -> None:
         for key in redis_client.scan_iter(match=store.key("*")):
             redis_client.delete(key)
-        for key in store.queue_keys(TEST_QUEUE):
-            redis_client.delete(key)
+        # The queues too: earlier tests without a worker leave messages in
+        # them, which would show as depth.
+        for queue in (TEST_QUEUE, "ingest", "embed", "maintenance"):
+            for key in store.queue_keys(queue):
+                redis_client.delete(key)
 
     clear()
     yield redis_client
