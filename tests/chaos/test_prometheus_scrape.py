@@ -51,6 +51,8 @@ def test_prometheus_scrapes_mirage_and_answers_the_embed_queue_depth(stack, tmp_
     base_url = stack.start_web()
     # Embed messages nobody consumes: no worker runs in this test.
     producer = Celery(broker=stack.redis_url, set_as_current=False)
+    # Into this deployment's queue: its Redis prefix applies to every queue.
+    producer.conf.broker_transport_options = {"global_keyprefix": stack.redis_prefix}
     try:
         for chunk_id in range(QUEUED):
             producer.send_task("documents.embed_chunk", args=[chunk_id], queue="embed")
