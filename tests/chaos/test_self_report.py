@@ -152,7 +152,7 @@ def test_a_missing_maintenance_consumer_is_named_and_its_work_repaired_once_one_
         # and the unconsumed reconcile messages do not pile up.
         stack.start_worker("embed", "embed", concurrency=2)
         wait_until(
-            lambda: stack.redis().llen(stack.redis_prefix + "embed") == 0,
+            lambda: sum(stack.redis().llen(key) for key in store.queue_keys("embed")) == 0,
             timeout=180,
             interval=0.3,
             message="the queued chunks embedded",
@@ -164,9 +164,12 @@ def test_a_missing_maintenance_consumer_is_named_and_its_work_repaired_once_one_
         # Beat sent each interval reconciler at least four times by now;
         # expired copies were removed, so at most the last two of each wait
         # (the one being replaced may not have expired yet).
+        # Every priority step's list of the queue (reconcile tasks carry the
+        # default priority).
         waiting = Counter(
             json.loads(raw)["headers"]["task"]
-            for raw in stack.redis().lrange(stack.redis_prefix + "maintenance", 0, -1)
+            for key in store.queue_keys("maintenance")
+            for raw in stack.redis().lrange(key, 0, -1)
         )
         depth = sum(waiting.values())
         assert waiting and max(waiting.values()) <= 2, waiting
