@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Min, Q, QuerySet
 
 from documents.models import Chunk, Document, Project
 from jobs import timing
@@ -21,6 +21,12 @@ def documents_with_progress(queryset: QuerySet[Document] | None = None) -> Query
     annotated = queryset.annotate(
         chunks_total=Count("chunks"),
         chunks_processed=Count("chunks", filter=Q(chunks__status__in=Chunk.FINAL_STATUSES)),
+        # When the run's first chunk became final: the ETA measures its
+        # speed from there (the queue's latency before it is not speed).
+        first_final_at=Min(
+            "chunks__updated_at",
+            filter=Q(chunks__status__in=Chunk.FINAL_STATUSES, chunks__updated_at__gte=F("parsing_finished_at")),
+        ),
         **per_status,
     ).select_related("project", "current_job")
     return timing.with_queue_position(annotated, prefix="current_job__")
@@ -39,6 +45,10 @@ def eta_seconds(document: Document, *, now: datetime) -> float | None:
     total = getattr(document, "chunks_total", 0)
     processed = getattr(document, "chunks_processed", 0)
     done = processed - int(job.metadata.get("chunks_final_at_start", 0))
+    first = getattr(document, "first_final_at", None)
+    if first is not None and done > 1:
+        # Speed since the first chunk of the run became final.
+        started, done = first, done - 1
     elapsed = (now - started).total_seconds()
     if done <= 0 or elapsed <= 0:
         return None

@@ -97,11 +97,11 @@ class WrongDimensionsEmbedder(HashEmbedder):
 
 
 class SteadyEmbedder(HashEmbedder):
-    """Takes 20 ms per text, however the texts are batched: a run whose speed
+    """Takes 50 ms per text, however the texts are batched: a run whose speed
     does not depend on the machine's load, for testing estimates."""
 
     name = "steady"
-    SECONDS_PER_TEXT = 0.02
+    SECONDS_PER_TEXT = 0.05
 
     def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
         time.sleep(self.SECONDS_PER_TEXT * len(texts))
