@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import ocr
 from .base import ParsedDocument, ParseError, Section
 
 # Structure keys that count a file's pages, whatever the format calls them.
@@ -122,6 +123,8 @@ class _ChildParse:
                 filename,
                 str(budget.memory_mb),
                 str(budget.time_limit_seconds),
+                # The parent's OCR languages: the child has no Django settings.
+                ocr.LANGUAGES,
             ],
             stdout=subprocess.PIPE,
             stderr=self.errors,

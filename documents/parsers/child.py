@@ -40,7 +40,10 @@ def _out_of_memory(error: BaseException) -> bool:
 def main(argv: list[str]) -> int:
     path, filename, memory_mb, cpu_seconds = argv[0], argv[1], int(argv[2]), int(argv[3])
     # Imported before the cap: the interpreter's own modules are not the file's cost.
-    from documents.parsers import parse_file
+    from documents.parsers import ocr, parse_file
+
+    if len(argv) > 4:
+        ocr.configure(languages=argv[4])
     from documents.parsers.base import ParseError
     from documents.parsers.budgets import EXIT_OUT_OF_MEMORY
 
