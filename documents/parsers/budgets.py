@@ -145,7 +145,12 @@ class _ChildParse:
                 message = self._next()
                 if "section" in message:
                     section = message["section"]
-                    yield Section(text=section["text"], structure=section["structure"], atomic=section["atomic"])
+                    yield Section(
+                        text=section["text"],
+                        structure=section["structure"],
+                        atomic=section["atomic"],
+                        table_header=section.get("table_header"),
+                    )
                 elif "end" in message:
                     metadata.update(message["end"])
                     return

@@ -53,7 +53,17 @@ def main(argv: list[str]) -> int:
         parsed = parse_file(path, filename)
         _write(out, {"header": {"file_type": parsed.file_type, "title": parsed.title, "metadata": parsed.metadata}})
         for section in parsed.sections:
-            _write(out, {"section": {"text": section.text, "structure": section.structure, "atomic": section.atomic}})
+            _write(
+                out,
+                {
+                    "section": {
+                        "text": section.text,
+                        "structure": section.structure,
+                        "atomic": section.atomic,
+                        "table_header": section.table_header,
+                    }
+                },
+            )
         _write(out, {"end": parsed.metadata})
     except MemoryError:
         return EXIT_OUT_OF_MEMORY
