@@ -22,10 +22,40 @@ def clean_test_redis(redis_client):
     redis_client.flushdb()
 
 
+QUEUES = ("ingest", "embed", "maintenance")
+
+# The session worker, once started, and whether it consumes its queues now.
+_session_worker = {"instance": None, "consuming": False}
+
+
+def _set_consuming(consuming: bool) -> None:
+    """Start or stop the session worker's consumption of every queue (remote
+    control, answered from inside the worker's own thread)."""
+    worker = _session_worker["instance"]
+    if worker is None or _session_worker["consuming"] == consuming:
+        return
+    command = celery_app.control.add_consumer if consuming else celery_app.control.cancel_consumer
+    for queue in QUEUES:
+        replies = command(queue, destination=[worker.hostname], reply=True, timeout=30)
+        assert replies, f"the session worker did not answer {command.__name__}({queue!r})"
+    _session_worker["consuming"] = consuming
+
+
+@pytest.fixture(autouse=True)
+def _session_worker_only_for_tests_that_ask(request):
+    """A test that does not ask for the `worker` fixture runs with nobody
+    consuming: a task its arrangement sends (an upload's parse) stays queued
+    instead of changing the states the test arranged."""
+    if "worker" not in request.fixturenames:
+        _set_consuming(False)
+    yield
+
+
 @pytest.fixture(scope="session")
 def celery_worker_session(django_db_setup, django_db_blocker):
     """A real Celery worker (threads) on the test Redis database, consuming
-    every queue, for the whole session."""
+    every queue, for the whole session (paused for tests that do not ask for
+    it)."""
     from celery.contrib.testing.worker import start_worker
 
     with (
@@ -34,12 +64,16 @@ def celery_worker_session(django_db_setup, django_db_blocker):
             celery_app,
             pool="threads",
             concurrency=4,
-            queues=["ingest", "embed", "maintenance"],
+            queues=list(QUEUES),
             perform_ping_check=False,
             shutdown_timeout=30,
         ) as worker,
     ):
-        yield worker
+        _session_worker.update(instance=worker, consuming=True)
+        try:
+            yield worker
+        finally:
+            _session_worker.update(instance=None, consuming=False)
 
 
 @pytest.fixture
@@ -47,6 +81,7 @@ def worker(celery_worker_session, transactional_db, redis_client):
     """Per test: the session worker, against committed rows. Afterwards the
     queues are emptied and the worker allowed to finish what it holds, so the
     database flush between tests never races a task."""
+    _set_consuming(True)
     yield celery_worker_session
     from celery.worker import state
 

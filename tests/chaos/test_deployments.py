@@ -16,7 +16,9 @@ from django.db import connection
 from tests.support.processes import BASE_DIR, Stack, database_url
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
+# reset_sequences: both deployments' first project gets id 1, so their
+# stream keys would collide without a prefix.
+pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True, reset_sequences=True)]
 
 SECOND_DATABASE = "test_mirage_second_deployment"
 
@@ -116,6 +118,12 @@ def test_two_deployments_on_one_redis_database_see_only_their_own_work(tmp_path,
                 message=f"{name}: every document ready",
             )
             assert set(_documents(url)) == {f"{name}-{number}.md" for number in range(4)}
+
+        project_ids = {
+            name: _query(stack.env["MIRAGE_DATABASE_URL"], "SELECT id FROM documents_project")
+            for name, stack in stacks.items()
+        }
+        assert project_ids["first"] == project_ids["second"] == [(1,)]
 
         client = first.redis()
         keys = [key.decode() for key in client.scan_iter(count=1000)]

@@ -46,7 +46,9 @@ def test_a_slot_frees_up_when_the_window_slides(redis_client, key):
     # Never more than two grants in any window: the third waited until the
     # first had left it.
     assert granted[third] - min(first_two.values()) >= WINDOW_SECONDS * 1_000_000
-    assert len(granted) == 2
+    # The second grant may have left the window too when the machine was slow
+    # to wake the waiter; never are there more than two.
+    assert third in granted and len(granted) <= 2
 
 
 def test_acquire_gives_up_after_its_timeout(redis_client, key):
