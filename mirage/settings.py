@@ -321,6 +321,8 @@ MIRAGE_EMBED_TIME_LIMIT_SECONDS = env.int("MIRAGE_EMBED_TIME_LIMIT_SECONDS", def
 MIRAGE_PARSE_MEMORY_MB = env.int("MIRAGE_PARSE_MEMORY_MB", default=1024)
 MIRAGE_MAX_PAGES = env.int("MIRAGE_MAX_PAGES", default=2000)
 MIRAGE_MAX_CHUNKS_PER_DOCUMENT = env.int("MIRAGE_MAX_CHUNKS_PER_DOCUMENT", default=50000)
+# Characters of text extracted from one file, all its sections together.
+MIRAGE_MAX_EXTRACTED_CHARACTERS = env.int("MIRAGE_MAX_EXTRACTED_CHARACTERS", default=50_000_000)
 # Embed tasks each indexing document keeps in the broker at most; the next
 # is sent as one finishes (fair share across documents and projects).
 MIRAGE_DISPATCH_WINDOW = env.int("MIRAGE_DISPATCH_WINDOW", default=64)

@@ -8,7 +8,8 @@ of the file than before. A file that would need more memory kills only the
 child: the worker stays alive, records the reason and takes the next
 document. Pages (or chapters, slides: any section structure key in
 PAGE_KEYS, and a parser's `page_count`) are counted against
-MIRAGE_MAX_PAGES.
+MIRAGE_MAX_PAGES, the characters of text the sections carry against
+MIRAGE_MAX_EXTRACTED_CHARACTERS.
 
 Every budget a file exceeds raises BudgetExceeded, a ParseError whose
 message names the limit and its value and whose `budget` names which one
@@ -40,8 +41,8 @@ EXIT_OUT_OF_MEMORY = 3
 
 class BudgetExceeded(ParseError):
     """The file needs more than a budget allows; the message names the limit
-    and its value, `budget` which one (memory, time, pages, chunks,
-    decompression, nesting, xml_entities)."""
+    and its value, `budget` which one (memory, time, pages, characters,
+    chunks, decompression, nesting, xml_entities)."""
 
     def __init__(self, message: str, *, budget: str) -> None:
         super().__init__(message)
@@ -57,6 +58,7 @@ class ParseBudget:
     memory_mb: int = 0  # 0: no limit (and no child process)
     time_limit_seconds: int = 0
     max_pages: int = 0
+    max_characters: int = 0  # of extracted text, all sections together; 0: no limit
 
     def memory_message(self) -> str:
         return f"needs more than {self.memory_mb} MB to parse (MIRAGE_PARSE_MEMORY_MB)"
@@ -70,12 +72,22 @@ def check_pages(budget: ParseBudget, pages: int) -> None:
         raise BudgetExceeded(budget.pages_message(pages), budget="pages")
 
 
-def _pages_counted(sections: Iterator[Section], budget: ParseBudget) -> Iterator[Section]:
+def _counted(sections: Iterator[Section], budget: ParseBudget) -> Iterator[Section]:
+    """The sections, each checked against the page and character budgets
+    before it is handed on (so a file over a budget stops being read there)."""
+    characters = 0
     for section in sections:
         for key in PAGE_KEYS:
             value = section.structure.get(key)
             if isinstance(value, int):
                 check_pages(budget, value)
+        characters += len(section.text)
+        if budget.max_characters and characters > budget.max_characters:
+            raise BudgetExceeded(
+                f"extracts more than {budget.max_characters} characters of text "
+                f"(MIRAGE_MAX_EXTRACTED_CHARACTERS is {budget.max_characters})",
+                budget="characters",
+            )
         yield section
 
 
@@ -87,7 +99,7 @@ def parse_file_within(path: Path, filename: str, *, budget: ParseBudget) -> Pars
 
         parsed = parse_file(path, filename)
         check_pages(budget, int(parsed.metadata.get("page_count") or 0))
-        parsed.sections = _pages_counted(parsed.sections, budget)
+        parsed.sections = _counted(parsed.sections, budget)
         return parsed
     child = _ChildParse(path=Path(path), filename=filename, budget=budget)
     try:
@@ -102,7 +114,7 @@ def parse_file_within(path: Path, filename: str, *, budget: ParseBudget) -> Pars
     parsed = ParsedDocument(
         file_type=header["file_type"], title=header.get("title"), sections=iter(()), metadata=metadata
     )
-    parsed.sections = _pages_counted(child.sections(parsed.metadata), budget)
+    parsed.sections = _counted(child.sections(parsed.metadata), budget)
     return parsed
 
 

@@ -174,6 +174,7 @@ def parse_budget() -> ParseBudget:
         memory_mb=settings.MIRAGE_PARSE_MEMORY_MB,
         time_limit_seconds=settings.MIRAGE_PARSE_TIME_LIMIT_SECONDS,
         max_pages=settings.MIRAGE_MAX_PAGES,
+        max_characters=settings.MIRAGE_MAX_EXTRACTED_CHARACTERS,
     )
 
 

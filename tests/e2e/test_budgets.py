@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from documents.models import Document
+from documents.models import Chunk, Document
 from documents.parsers.budgets import BudgetExceeded, ParseBudget, parse_file_within
 from jobs.models import Job
 from tests.documents.test_parsers import build_epub, xhtml
@@ -144,6 +144,35 @@ def test_a_document_over_the_chunk_budget_ends_error(worker, settings):
     assert document.status == "error"
     assert "more than 5 chunks (MIRAGE_MAX_CHUNKS_PER_DOCUMENT is 5)" in document.error_message
     assert Job.objects.get(id=large.job.id).error_type == "budget_chunks"
+
+
+def test_a_document_over_the_extracted_characters_budget_ends_error_and_the_next_is_ready(worker, settings):
+    settings.MIRAGE_MAX_EXTRACTED_CHARACTERS = 2000
+    project = make_project()
+    large = submit_bytes(project, markdown_document(sections=40), "wordy.md")
+    document = wait_final(large.document.id)
+    assert document.status == "error"
+    assert document.error_message == (
+        "extracts more than 2000 characters of text (MIRAGE_MAX_EXTRACTED_CHARACTERS is 2000)"
+    )
+    assert Job.objects.get(id=large.job.id).error_type == "budget_characters"
+    assert not Chunk.objects.filter(document=document).exists()
+    small = submit_bytes(project, markdown_document(sections=1), "short.md")
+    assert wait_final(small.document.id).status == "ready"
+
+
+def test_the_character_budget_counts_every_section_in_and_out_of_the_child(tmp_path):
+    path = tmp_path / "short.pdf"
+    path.write_bytes(pdf_with_pages(3))
+    total = sum(len(section.text) for section in parse_file_within(path, "short.pdf", budget=ParseBudget()).sections)
+    assert total > 0
+    for memory_mb in (1024, 0):
+        within = parse_file_within(path, "short.pdf", budget=ParseBudget(memory_mb=memory_mb, max_characters=total))
+        assert sum(len(section.text) for section in within.sections) == total
+        over = parse_file_within(path, "short.pdf", budget=ParseBudget(memory_mb=memory_mb, max_characters=total - 1))
+        with pytest.raises(BudgetExceeded, match=rf"MIRAGE_MAX_EXTRACTED_CHARACTERS is {total - 1}\)") as raised:
+            list(over.sections)
+        assert raised.value.error_type == "budget_characters"
 
 
 def test_the_budget_wrapper_streams_sections_from_the_child_and_counts_pages(tmp_path):
