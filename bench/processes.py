@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 
 from bench import env
+from mirage import launch
 from mirage.devservices import stop_process_group
 
 # Worker settings from the Procfile.
@@ -61,27 +61,14 @@ class ProcessGroup:
         node = f"{name}-bench-{os.getpid()}@{socket.gethostname()}"
         self.spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "mirage",
-                "worker",
-                "-Q",
-                queues,
-                "-n",
-                node,
-                "--pool",
-                pool,
-                "--concurrency",
-                str(concurrency),
-                "-l",
-                "info",
-                # Registers the no-op tasks and the batcher statistics command.
-                "--include",
-                "bench.worker_extras",
-            ],
+            # --include registers the no-op tasks and the batcher statistics command.
+            launch.celery_worker(
+                queues=queues,
+                node=node,
+                pool=pool,
+                concurrency=concurrency,
+                options=("--include", "bench.worker_extras"),
+            ),
         )
         self._wait(lambda: self._answers(node), timeout=120, what=f"worker {node}", name=name)
         return node
@@ -98,19 +85,7 @@ class ProcessGroup:
         port = free_port()
         self.spawn(
             "web",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "mirage.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
+            launch.web(host="127.0.0.1", port=port, options=("--log-level", "warning", "--no-access-log")),
         )
         base = f"http://127.0.0.1:{port}"
         self._wait(lambda: _port_open(port), timeout=60, what="uvicorn", name="web")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.db import IntegrityError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -311,6 +313,19 @@ PAUSE_CONFLICT = OpenApiResponse(ErrorSerializer, description="Already paused; `
 RESUME_CONFLICT = OpenApiResponse(ErrorSerializer, description="Not paused: nothing to resume.")
 
 
+def _change_pause(request, input_serializer, change, refused: type[Exception]) -> Response:
+    """Read the reason, apply `change(actor=..., reason=...)` (a pause or a
+    resume), and answer the pause; `refused` (already paused, not paused)
+    is a 409 with its reason."""
+    serializer = input_serializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    try:
+        pause = change(actor=user_actor(request.user), reason=serializer.validated_data["reason"])
+    except refused as exc:
+        raise Conflict(str(exc)) from None
+    return Response(s.PauseSerializer(pause).data)
+
+
 class ProjectPauseApi(APIView):
     @extend_schema(
         request=s.PauseInputSerializer,
@@ -321,15 +336,9 @@ class ProjectPauseApi(APIView):
         call starts for it; calls under way finish and are kept. The pause
         lasts until resumed, across restarts."""
         project = _project_for(request, project_id)
-        serializer = s.PauseInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            pause = services.project_pause(
-                project=project, actor=user_actor(request.user), reason=serializer.validated_data["reason"]
-            )
-        except pauses.AlreadyPaused as exc:
-            raise Conflict(str(exc)) from None
-        return Response(s.PauseSerializer(pause).data)
+        return _change_pause(
+            request, s.PauseInputSerializer, partial(services.project_pause, project=project), pauses.AlreadyPaused
+        )
 
 
 class ProjectResumeApi(APIView):
@@ -340,15 +349,9 @@ class ProjectResumeApi(APIView):
     def post(self, request, project_id: int):
         """End the project's pause; its work continues where it stopped."""
         project = _project_for(request, project_id)
-        serializer = s.ResumeInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            pause = services.project_resume(
-                project=project, actor=user_actor(request.user), reason=serializer.validated_data["reason"]
-            )
-        except pauses.NotPaused as exc:
-            raise Conflict(str(exc)) from None
-        return Response(s.PauseSerializer(pause).data)
+        return _change_pause(
+            request, s.ResumeInputSerializer, partial(services.project_resume, project=project), pauses.NotPaused
+        )
 
 
 class SystemPauseApi(APIView):
@@ -360,15 +363,7 @@ class SystemPauseApi(APIView):
     )
     def post(self, request):
         """Pause the whole deployment's work (staff only)."""
-        serializer = s.PauseInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            pause = services.deployment_pause(
-                actor=user_actor(request.user), reason=serializer.validated_data["reason"]
-            )
-        except pauses.AlreadyPaused as exc:
-            raise Conflict(str(exc)) from None
-        return Response(s.PauseSerializer(pause).data)
+        return _change_pause(request, s.PauseInputSerializer, services.deployment_pause, pauses.AlreadyPaused)
 
 
 class SystemResumeApi(APIView):
@@ -380,12 +375,4 @@ class SystemResumeApi(APIView):
     )
     def post(self, request):
         """End the deployment's pause (staff only); projects paused on their own stay paused."""
-        serializer = s.ResumeInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            pause = services.deployment_resume(
-                actor=user_actor(request.user), reason=serializer.validated_data["reason"]
-            )
-        except pauses.NotPaused as exc:
-            raise Conflict(str(exc)) from None
-        return Response(s.PauseSerializer(pause).data)
+        return _change_pause(request, s.ResumeInputSerializer, services.deployment_resume, pauses.NotPaused)

@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from mirage import launch
 from mirage.devservices import stop_process_group
 from tests.multihost.network import DB_RELAY_ADDRESS, Network, address, kill_namespace_processes, run
 from tests.support.waiting import wait_until
@@ -303,62 +304,20 @@ class Cluster:
         self.spawn(
             "web",
             "web",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "mirage.asgi:application",
-                "--host",
-                address("web"),
-                "--port",
-                str(WEB_PORT),
-                "--timeout-graceful-shutdown",
-                "5",
-            ],
+            launch.web(host=address("web"), port=WEB_PORT, options=("--timeout-graceful-shutdown", "5")),
         )
 
     def start_ingest(self) -> None:
-        self.spawn("ingest", "ingest", self._worker_command("ingest", "ingest,maintenance", "--concurrency", "1"))
-        self.spawn(
-            "beat",
-            "ingest",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "mirage",
-                "beat",
-                "-l",
-                "info",
-                "-S",
-                "celery.beat:PersistentScheduler",
-                "--schedule",
-                str(self.workdir / "beat-schedule"),
-            ],
-        )
+        self.spawn("ingest", "ingest", self._worker_command("ingest", "ingest,maintenance", concurrency=1))
+        self.spawn("beat", "ingest", launch.celery_beat(schedule=self.workdir / "beat-schedule"))
 
     def start_embed(self, host: str) -> None:
-        self.spawn(host, host, self._worker_command(host, "embed", "--pool", "threads", "--concurrency", "8"))
+        self.spawn(host, host, self._worker_command(host, "embed", pool="threads", concurrency=8))
 
-    def _worker_command(self, name: str, queues: str, *options: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "mirage",
-            "worker",
-            "-Q",
-            queues,
-            "-n",
-            f"{name}@%h",
-            *options,
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+    def _worker_command(self, name: str, queues: str, **options) -> list[str]:
+        return launch.celery_worker(
+            queues=queues, node=f"{name}@%h", options=("--without-gossip", "--without-mingle"), **options
+        )
 
     def kill_host(self, host: str) -> int:
         """SIGKILL every process of a host at once (it lost power)."""

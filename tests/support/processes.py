@@ -23,6 +23,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from mirage import launch
 from mirage.devservices import stop_process_group
 from tests.support.waiting import wait_until
 
@@ -106,26 +107,13 @@ class Stack:
     def start_worker(self, name: str, queues: str, concurrency: int = 2, pool: str = "prefork") -> None:
         self.spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "mirage",
-                "worker",
-                "-Q",
-                queues,
-                "-n",
-                f"{name}-{self.redis_port}@%h",
-                "--concurrency",
-                str(concurrency),
-                "--pool",
-                pool,
-                "-l",
-                "info",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            launch.celery_worker(
+                queues=queues,
+                node=f"{name}-{self.redis_port}@%h",
+                pool=pool,
+                concurrency=concurrency,
+                options=("--without-gossip", "--without-mingle"),
+            ),
         )
         wait_until(lambda: self.worker_answers(name), timeout=60, interval=0.5, message=f"worker {name} answers")
 
@@ -146,23 +134,7 @@ class Stack:
         return any(node.startswith(f"{name}-{self.redis_port}@") for reply in replies for node in reply)
 
     def start_beat(self) -> None:
-        self.spawn(
-            "beat",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "mirage",
-                "beat",
-                "-l",
-                "info",
-                "-S",
-                "celery.beat:PersistentScheduler",
-                "--schedule",
-                str(self.workdir / "beat-schedule"),
-            ],
-        )
+        self.spawn("beat", launch.celery_beat(schedule=self.workdir / "beat-schedule"))
 
     # --- Web ------------------------------------------------------------------------
 
@@ -171,21 +143,7 @@ class Stack:
         import httpx
 
         port = free_port()
-        self.spawn(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "mirage.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-        )
+        self.spawn("web", launch.web(host="127.0.0.1", port=port, options=("--log-level", "warning")))
         base_url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
