@@ -6,7 +6,8 @@ there. The other modules ask it for every move:
 - projects:  creating a project, its pinned embedding model
 - uploads:   a file becomes a stored file, a `pending` document and its job
 - runs:      reindex, retry, cancel, delete
-- parsing:   a run begins; the file becomes chunks; the retry run
+- parsing:   a run begins; the file becomes chunks
+- retrying:  the retry run re-queues a document's failed chunks
 - dispatch:  sending the tasks (the chord, re-dispatches, a job's task)
 - embedding: claiming, embedding and storing one chunk
 - finishing: a run's final status from its chunks
@@ -25,7 +26,7 @@ from documents.services.embedding import (
     chunk_release,
 )
 from documents.services.finishing import document_chunk_counts, document_finalize
-from documents.services.parsing import document_parse, document_retry_chunks
+from documents.services.parsing import document_parse
 from documents.services.pausing import (
     deployment_pause,
     deployment_resume,
@@ -40,6 +41,7 @@ from documents.services.repairs import (
     documents_rederive_disagreeing,
     documents_redispatch_unparsed,
 )
+from documents.services.retrying import document_retry_chunks
 from documents.services.runs import (
     DocumentBusy,
     NothingToRetry,
