@@ -92,6 +92,9 @@ class BlockReader(io.RawIOBase):
 class DatabaseStorage(Storage):
     """Files as rows of fixed-size blocks in the default database."""
 
+    # A file saved inside a transaction goes away with its rollback.
+    transactional = True
+
     def __init__(self, block_size: int = BLOCK_SIZE) -> None:
         self.block_size = block_size
 

@@ -3,6 +3,7 @@ and the job that will index it."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import tempfile
@@ -162,37 +163,60 @@ def document_submit(
             content_sha256=sha256,
             metadata=metadata or {},
         )
-        document.file.save(storage_name, File(spool, name=storage_name), save=False)
-    try:
-        with transaction.atomic():
-            document.save()
-            job = job_services.job_create(
-                kind=jobkinds.INDEX_DOCUMENT,
-                project_id=project.id,
-                subject_id=document.id,
-                parent=parent_job,
-                priority=priority,
-                metadata={"filename": filename},
-                actor=actor,
-            )
-            Document.objects.filter(id=document.id).update(current_job=job)
-            document.current_job = job
-            document_record_created(document=document, actor=actor)
-            history.audit_record(
-                project_id=project.id,
-                actor=actor,
-                action="document.uploaded",
-                target=f"document {document.id} {filename}",
-                document_id=document.id,
-                size_bytes=size,
-                sha256=sha256,
-                file_type=file_type,
-                priority=priority,
-            )
-            transaction.on_commit(lambda: events.publish_document(document))
-    except IntegrityError:
-        # The same bytes arrived concurrently and the other upload won.
-        default_storage.delete(document.file.name)
-        existing = Document.objects.get(project=project, content_sha256=sha256)
-        return Submission(document=existing, job=existing.current_job, created=False)
+        try:
+            with transaction.atomic():
+                # The bytes and the rows in one transaction: with the
+                # database filestore (the default) a process that dies here
+                # leaves neither behind.
+                document.file.save(storage_name, File(spool, name=storage_name), save=False)
+                document.save()
+                job = _queue_indexing(document=document, parent_job=parent_job, priority=priority, actor=actor)
+        except IntegrityError:
+            # The same bytes arrived concurrently and the other upload won.
+            _discard_stored_file(document)
+            existing = Document.objects.get(project=project, content_sha256=sha256)
+            return Submission(document=existing, job=existing.current_job, created=False)
+        except BaseException:
+            # A storage outside the database (a bucket) kept the bytes.
+            _discard_stored_file(document)
+            raise
     return Submission(document=document, job=job, created=True)
+
+
+def _queue_indexing(*, document: Document, parent_job: Job | None, priority: str, actor: str) -> Job:
+    """The new document's index job, its history and audit entries, and
+    the event once the upload commits."""
+    job = job_services.job_create(
+        kind=jobkinds.INDEX_DOCUMENT,
+        project_id=document.project_id,
+        subject_id=document.id,
+        parent=parent_job,
+        priority=priority,
+        metadata={"filename": document.filename},
+        actor=actor,
+    )
+    Document.objects.filter(id=document.id).update(current_job=job)
+    document.current_job = job
+    document_record_created(document=document, actor=actor)
+    history.audit_record(
+        project_id=document.project_id,
+        actor=actor,
+        action="document.uploaded",
+        target=f"document {document.id} {document.filename}",
+        document_id=document.id,
+        size_bytes=document.size_bytes,
+        sha256=document.content_sha256,
+        file_type=document.file_type,
+        priority=priority,
+    )
+    transaction.on_commit(lambda: events.publish_document(document))
+    return job
+
+
+def _discard_stored_file(document: Document) -> None:
+    """Delete an upload's bytes that no document will hold, where the
+    transaction's rollback did not already (best effort: the process may be
+    on its way down)."""
+    if document.file.name and not getattr(default_storage, "transactional", False):
+        with contextlib.suppress(Exception):
+            default_storage.delete(document.file.name)

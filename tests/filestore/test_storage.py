@@ -30,6 +30,22 @@ def test_the_default_storage_keeps_uploads_in_the_database():
         assert handle.read() == markdown_document()
 
 
+def test_an_upload_that_fails_after_its_bytes_are_written_leaves_no_stored_file(monkeypatch):
+    from documents.services import uploads
+
+    project = make_project()
+    before = StoredFile.objects.count()
+
+    def job_creation_fails(**_):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(uploads, "_queue_indexing", job_creation_fails)
+    with pytest.raises(RuntimeError):
+        submit_bytes(project, markdown_document(), "guide.md")
+    assert StoredFile.objects.count() == before
+    assert not Document.objects.filter(project=project).exists()
+
+
 def test_a_file_is_written_in_fixed_blocks_and_read_back_at_any_offset():
     storage = DatabaseStorage(block_size=1000)
     data = os.urandom(4321)
