@@ -13,6 +13,7 @@ from pypdf.errors import DependencyError, FileNotDecryptedError
 
 from . import ocr
 from .base import ParsedDocument, ParseError, Section
+from .pdf_tables import TableFinder
 from .text import MAX_TITLE_CHARS, normalise_text, title_from_filename
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ _LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi",
 
 def parse(path: Path, filename: str) -> ParsedDocument:
     """One section per page with text, {"page": n (1-based), "title"};
-    pages read by OCR add {"ocr": True, "ocr_confidence": 0-100}.
+    pages read by OCR add {"ocr": True, "ocr_confidence": 0-100}. A page
+    with ruled tables (pdf_tables.py) becomes its text and its tables in
+    reading order, each table as Markdown rows under a repeated header.
 
     Opening (header, cross-reference table, encryption) happens here, so a
     damaged or encrypted file fails before any section is read. Pages are
@@ -104,6 +107,7 @@ def _title(reader: PdfReader) -> str | None:
 def _page_sections(reader: PdfReader, path: Path, page_count: int, title: str, metadata: dict) -> Iterator[Section]:
     yielded = False
     page_reader = ocr.PageReader(path)
+    tables = TableFinder(path)
     try:
         for index in range(page_count):
             failed = False
@@ -133,9 +137,15 @@ def _page_sections(reader: PdfReader, path: Path, page_count: int, title: str, m
                 metadata["pages_failed" if failed else "pages_without_text"] += 1
                 continue
             yielded = True
-            yield Section(text=text, structure=structure)
+            laid_out = None if structure.get("ocr") else tables.page_sections(index, structure=structure, clean=_clean)
+            if laid_out:
+                metadata["tables"] = metadata.get("tables", 0) + sum(1 for part in laid_out if part.table_header)
+                yield from laid_out
+            else:
+                yield Section(text=text, structure=structure)
     finally:
         page_reader.close()
+        tables.close()
     if not yielded:
         if metadata["pages_failed"] and not metadata["pages_without_text"]:
             raise ParseError("PDF is damaged: text could not be extracted from any page")

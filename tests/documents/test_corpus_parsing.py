@@ -188,3 +188,20 @@ def test_adversarial_readable_files_parse_to_sane_chunks(corpus_chunks):
     _, long_line = corpus_chunks["adversarial/long-single-line.md"]
     assert long_line[0].structure["heading_path"] == ["One very long line follows"]
     assert sum(len(draft.content) for draft in long_line) > 1_400_000
+
+
+@requires_corpus
+def test_a_ruled_pdf_table_becomes_markdown_rows_under_its_header_and_figures_stay_text(corpus_chunks):
+    _, register = corpus_chunks["pdf/federal-register-2020-17221.pdf"]
+    header = "| Labor cost | Parts cost | Cost per product |\n| --- | --- | --- |"
+    tables = [draft for draft in register if header in draft.content]
+    assert len(tables) == 1 and tables[0].structure["page"] == 6
+    assert header + "\n| Up to 79 work-hours × $85 per hour = Up to $6,715." in tables[0].content
+    # The cells are read once: the page's running text around the table no
+    # longer carries them.
+    assert sum("79 work-hours" in draft.content for draft in register) == 1
+    page_six = " ".join(draft.content for draft in register if draft.structure["page"] == 6)
+    assert "ESTIMATED COSTS—Continued" in page_six and "The FAA has received no definitive" in page_six
+    # A lecture's figures draw grids of lines too; none becomes a table.
+    _, lecture = corpus_chunks["pdf/GeoTopo-komprimiert.pdf"]
+    assert not any("| --- |" in draft.content for draft in lecture)
