@@ -42,7 +42,7 @@ MAX_UNPRINTABLE_SHARE = 0.1
 
 # pdfium is not thread-safe; the test worker and embedded workers may run
 # several parses in threads of one process.
-_PDFIUM_LOCK = threading.Lock()
+PDFIUM_LOCK = threading.Lock()
 # Tesseract's OpenMP threads fight the worker's own processes for cores: on
 # a loaded two-core machine one thread per page is four times faster.
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
@@ -134,12 +134,12 @@ class PageReader:
 
     def close(self) -> None:
         if self.document is not None:
-            with _PDFIUM_LOCK:
+            with PDFIUM_LOCK:
                 self.document.close()
             self.document = None
 
     def _render(self, page_index: int) -> Image.Image:
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             try:
                 if self.document is None:
                     self.document = pypdfium2.PdfDocument(str(self.path))

@@ -24,7 +24,7 @@ import pypdfium2
 import pypdfium2.raw as pdfium_raw
 
 from .base import Section
-from .ocr import _PDFIUM_LOCK
+from .ocr import PDFIUM_LOCK
 from .tables import table_sections
 
 logger = logging.getLogger(__name__)
@@ -71,14 +71,14 @@ class TableFinder:
             self._plumber.close()
             self._plumber = None
         if self._pdfium is not None:
-            with _PDFIUM_LOCK:
+            with PDFIUM_LOCK:
                 self._pdfium.close()
             self._pdfium = None
 
     def _looks_ruled(self, index: int) -> bool:
         horizontal: Counter = Counter()
         vertical: Counter = Counter()
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             if self._pdfium is None:
                 self._pdfium = pypdfium2.PdfDocument(str(self.path))
             page = self._pdfium[index]
