@@ -325,3 +325,25 @@ def test_a_migration_whose_provider_fails_for_good_fails_and_keeps_the_old_model
     assert job.status == "failed" and "rejected the input" in job.error_message
     assert (project.embedding_model, project.next_embedder) == ("hash-384", "")
     assert AuditEntry.objects.filter(project_id=project.id, action="embedder.migration_failed").exists()
+
+
+def test_mirage_check_reports_a_stalled_or_orphaned_migration_and_a_chunk_of_another_model(project, settings):
+    from documents import invariants
+
+    job = start(project)
+    long_ago = timezone.now() - timedelta(days=2)
+    Job.objects.filter(id=job.id).update(started_at=long_ago, updated_at=long_ago)
+    stray = Chunk.objects.filter(document__project=project).first()
+    Chunk.objects.filter(id=stray.id).update(embedding_model="some-other-model")
+
+    found = {(violation.kind, violation.object_id) for violation in invariants.find_violations()}
+
+    assert ("migration_stalled", job.id) in found
+    assert ("foreign_model", stray.id) in found
+    # A migration has no running-time limit: its progress is what counts.
+    assert ("timed_out", job.id) not in found
+
+    job_services.job_transition(job_id=job.id, from_statuses="running", to="failed", actor="system")
+    assert ("migration_orphaned", project.id) in {(v.kind, v.object_id) for v in invariants.find_violations()}
+    assert invariants.repair()["embedder_migrations"]["cleared"] == 1
+    assert ("migration_orphaned", project.id) not in {(v.kind, v.object_id) for v in invariants.find_violations()}
