@@ -19,6 +19,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.utils import timezone
 
+from common.models import StatusChange
 from documents import services
 from documents.embeddings.hashing import HashEmbedder
 from documents.models import Chunk, Document, Project
@@ -233,3 +234,37 @@ def test_a_migration_from_hash_to_local_on_1000_chunks_never_fails_or_mixes_a_se
 
     assert_never_mixed(run)
     assert_switch_in_history(run, project, from_model="hash-384", to_model="sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_a_migration_whose_next_batch_task_was_lost_is_sent_again_by_the_reconciler(worker, settings, monkeypatch):
+    """The chain of batch tasks breaks (a worker died after storing a batch,
+    before its next task reached Redis): the job is not left `running`
+    forever; the reconciler sends the batch again once its progress has been
+    still for a lease, and the migration ends with its switch."""
+    settings.MIRAGE_EMBEDDER_MIGRATION_BATCH_SIZE = 20
+    project = project_with_chunks(make_user(), 60)
+    send = services.dispatch_migration_step
+    lost = threading.Event()
+
+    def lose_the_second_batch(*, job_id, countdown=None):
+        if not lost.is_set() and Chunk.objects.filter(next_embedding_model="hash-256").exists():
+            lost.set()
+            return
+        send(job_id=job_id, countdown=countdown)
+
+    monkeypatch.setattr(services, "dispatch_migration_step", lose_the_second_batch)
+    job = services.project_embedder_migrate(
+        project=project, embedder="tests.support.embedders.Hash256Embedder", actor="system"
+    )
+    wait_until(lost.is_set, timeout=60, message="the first batch stored and its successor lost")
+    assert Job.objects.get(id=job.id).status == "running"
+
+    # What beat does every interval: nothing until the job's progress has
+    # been still for MIRAGE_CHUNK_LEASE_SECONDS, then one re-send.
+    wait_until(lambda: services.embedder_migrations_repair()["resent"], timeout=60, interval=0.5)
+    job = wait_until(lambda: Job.objects.filter(id=job.id, status="completed").first(), timeout=60, message="switched")
+
+    project.refresh_from_db()
+    assert project.embedding_model == "hash-256"
+    repairs = StatusChange.objects.filter(entity="job", entity_id=job.id, actor="reconciler:repair_embedder_migrations")
+    assert [(row.from_status, row.to_status) for row in repairs] == [("running", "running")]
