@@ -21,7 +21,9 @@ class Project(models.Model):
     )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="mirage_projects")
     # Pinned when the project is created: every chunk of the project is
-    # embedded by this model, so its vectors stay comparable.
+    # embedded by this model, so its vectors stay comparable. Only the
+    # switch of a migration (services.embedders) changes them, together
+    # with every chunk's vector.
     embedder = models.CharField(max_length=255)
     embedding_model = models.CharField(max_length=255)
     embedding_dimensions = models.PositiveIntegerField()
