@@ -43,6 +43,7 @@ from documents.embeddings import EmbeddingError, get_embedder
 from documents.models import Chunk, Document, Project
 from jobs import registry
 from jobs import services as job_services
+from jobs.models import Job
 
 CHUNKS_PER_PAGE = 50
 QUOTA_FIELDS = ("max_documents", "max_chunks", "max_upload_mb_total")
@@ -163,15 +164,45 @@ class ProjectAdmin(admin.ModelAdmin):
             "embedder",
             "embedding_model",
             "embedding_dimensions",
+            "embedding_migration",
             "created_at",
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
-        # Every vector of a project comes from the model pinned at creation;
-        # changing it would make old and new vectors incomparable.
+        # Every vector of a project comes from its pinned model; only a
+        # migration job (POST /api/v1/projects/{id}/embedder/) changes it, so
+        # old and new vectors are never compared.
         if obj is None:
             return []
-        return ["embedder", "embedding_model", "embedding_dimensions", "created_at"]
+        return ["embedder", "embedding_model", "embedding_dimensions", "embedding_migration", "created_at"]
+
+    @admin.display(description="Embedding migration")
+    def embedding_migration(self, project: Project) -> str:
+        """The model the project is moving to and its job's progress, or how
+        its last migration ended."""
+        job = Job.objects.filter(id=project.embedder_job_id).first() if project.embedder_job_id else None
+        if job is None:
+            return EMPTY
+        url = reverse("admin:jobs_job_change", args=[job.id], current_app=self.admin_site.name)
+        if project.next_embedder:
+            return format_html(
+                'moving to {} ({} dimensions): <a href="{}">job {}</a>, {}, {}% ({}); searches use {} until the switch',
+                project.next_embedding_model,
+                project.next_embedding_dimensions,
+                url,
+                job.id,
+                job.status,
+                job.progress_percentage,
+                job.progress_message,
+                project.embedding_model,
+            )
+        return format_html(
+            'last migration: <a href="{}">job {}</a>, {} ({})',
+            url,
+            job.id,
+            job.status,
+            job.progress_message or job.error_message,
+        )
 
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         if change:

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
-from documents.models import Chunk, Document
+from documents import jobkinds
+from documents.models import Chunk, Document, Project
 from documents.status import derive_document_status
+from jobs import registry
 from jobs.models import Job
 
 
@@ -93,9 +95,9 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
         violations.append(Violation("stranded", "chunk", chunk_id, f"{status} in a {doc_status} document"))
 
     timeout = timedelta(seconds=settings.MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS)
-    for job_id in Job.objects.filter(status=Job.Status.RUNNING, started_at__lt=now - timeout - grace).values_list(
-        "id", flat=True
-    ):
+    for job_id in Job.objects.filter(
+        status=Job.Status.RUNNING, started_at__lt=now - timeout - grace, kind__in=registry.timed_kinds()
+    ).values_list("id", flat=True):
         violations.append(Violation("timed_out", "job", job_id, "running past MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS"))
 
     for doc_id, doc_status, job_id, job_status, error_type in Document.objects.filter(
@@ -117,6 +119,36 @@ def find_violations(*, grace_seconds: float | None = None) -> list[Violation]:
             violations.append(
                 Violation("job_disagrees", "job", job_id, f"{job_status} but document {doc_id} is {doc_status}")
             )
+    violations.extend(_embedder_violations(now=now, grace=grace))
+    return violations
+
+
+def _embedder_violations(*, now, grace: timedelta) -> list[Violation]:
+    """A search reads only its project's model's vectors: a searchable chunk
+    of another model is invisible to it. Migrations must progress or end,
+    and a project names a next model only while its migration runs."""
+    violations = []
+    foreign = Chunk.objects.filter(status__in=[Chunk.Status.READY, Chunk.Status.CORRUPTED]).exclude(
+        embedding_model=F("document__project__embedding_model")
+    )
+    for chunk_id, model, project_model in foreign.values_list(
+        "id", "embedding_model", "document__project__embedding_model"
+    )[:1000]:
+        violations.append(
+            Violation("foreign_model", "chunk", chunk_id, f"embedded by {model}, its project uses {project_model}")
+        )
+    lease = timedelta(seconds=settings.MIRAGE_CHUNK_LEASE_SECONDS)
+    for job_id in Job.objects.filter(
+        kind=jobkinds.MIGRATE_EMBEDDER, status=Job.Status.RUNNING, updated_at__lt=now - lease - grace
+    ).values_list("id", flat=True):
+        violations.append(Violation("migration_stalled", "job", job_id, "no progress for longer than a chunk lease"))
+    orphaned = Project.objects.exclude(next_embedder="").filter(
+        Q(embedder_job__isnull=True) | Q(embedder_job__status__in=Job.FINAL_STATUSES)
+    )
+    for project_id, model in orphaned.values_list("id", "next_embedding_model"):
+        violations.append(
+            Violation("migration_orphaned", "project", project_id, f"moving to {model} without a running job")
+        )
     return violations
 
 
@@ -134,5 +166,6 @@ def repair() -> dict[str, object]:
         "rederived": services.documents_rederive_disagreeing(),
         "stranded_chunks": services.chunks_fail_stranded(),
         "admitted": job_services.jobs_admit_pending(),
+        "embedder_migrations": services.embedder_migrations_repair(),
     }
     return report

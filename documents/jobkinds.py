@@ -8,6 +8,7 @@ INDEX_DOCUMENT = "index_document"
 REINDEX_DOCUMENT = "reindex_document"
 RETRY_CHUNKS = "retry_chunks"
 IMPORT_DIRECTORY = "import_directory"
+MIGRATE_EMBEDDER = "migrate_embedder"
 DOCUMENT_KINDS = (INDEX_DOCUMENT, REINDEX_DOCUMENT, RETRY_CHUNKS)
 
 
@@ -32,6 +33,18 @@ def _run_import(job: Job) -> None:
     job_services.job_set_task_ids(job_id=job.id, task_id=result.id)
 
 
+def _run_migration(job: Job) -> None:
+    from documents import services
+
+    services.dispatch_migration_step(job_id=job.id)
+
+
+def _cancel_migration(job: Job, *, actor: str, reason: str) -> None:
+    from documents import services
+
+    services.embedder_migration_abandon(job, actor=actor, reason=reason)
+
+
 def _project_ids_for(user):
     from documents.models import Project
 
@@ -52,4 +65,18 @@ def register_all() -> None:
     # own children.
     registry.register(
         IMPORT_DIRECTORY, registry.JobKindHandler(label="Import a directory", run=_run_import, limited=False)
+    )
+    # A migration embeds one batch at a time in its own chain of tasks and
+    # may outlast any run's time limit: it takes no indexing slot, and its
+    # reconciler judges it by its progress instead of a timeout
+    # (services.embedders).
+    registry.register(
+        MIGRATE_EMBEDDER,
+        registry.JobKindHandler(
+            label="Change the embedding model",
+            run=_run_migration,
+            cancel=_cancel_migration,
+            limited=False,
+            times_out=False,
+        ),
     )

@@ -21,10 +21,21 @@ class Project(models.Model):
     )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="mirage_projects")
     # Pinned when the project is created: every chunk of the project is
-    # embedded by this model, so its vectors stay comparable.
+    # embedded by this model, so its vectors stay comparable. Only the
+    # switch of a migration (services.embedders) changes them, together
+    # with every chunk's vector.
     embedder = models.CharField(max_length=255)
     embedding_model = models.CharField(max_length=255)
     embedding_dimensions = models.PositiveIntegerField()
+    # While the project moves to another embedding model (a migration job,
+    # services.embedders): the model its chunks' next vectors are built with.
+    # Searches keep using the pinned model above until the switch, which
+    # copies every next vector over and clears these fields in one
+    # transaction. Empty when no migration is under way.
+    next_embedder = models.CharField(max_length=255, blank=True, default="")
+    next_embedding_model = models.CharField(max_length=255, blank=True, default="")
+    next_embedding_dimensions = models.PositiveIntegerField(null=True, blank=True)
+    embedder_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Optional quotas an operator sets (empty: no limit); an upload past one
     # is refused (services.uploads.QuotaExceeded).
     max_documents = models.PositiveIntegerField(null=True, blank=True)
@@ -38,6 +49,10 @@ class Project(models.Model):
             models.CheckConstraint(condition=Q(embedding_dimensions__gt=0), name="project_dimensions_positive"),
             models.UniqueConstraint(
                 fields=["owner", "name"], name="project_unique_name_per_owner", nulls_distinct=False
+            ),
+            models.CheckConstraint(
+                condition=Q(next_embedder="") | (~Q(next_embedding_model="") & Q(next_embedding_dimensions__gt=0)),
+                name="project_next_embedder_complete",
             ),
         ]
 
@@ -143,6 +158,11 @@ class Chunk(models.Model):
     # and documents.vectorindex).
     embedding = VectorField(null=True, blank=True)
     embedding_model = models.CharField(max_length=255, blank=True, default="")
+    # The vector of the project's next model while it migrates to it
+    # (Project.next_embedding_model); copied over `embedding` at the switch.
+    # Never searched: the chunk stays searchable with `embedding` meanwhile.
+    next_embedding = VectorField(null=True, blank=True)
+    next_embedding_model = models.CharField(max_length=255, blank=True, default="")
     # Incremented by every claim; a worker may only store a result under the
     # attempt number it claimed, so a late or duplicate task cannot write.
     attempts = models.PositiveIntegerField(default=0)

@@ -487,23 +487,44 @@ def search(
     filters: SearchFilters = NO_FILTERS,
     context: int = 0,
 ) -> list[SearchHit]:
-    from documents.services import project_embedder
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     k = max(1, min(MAX_K, int(k)))
     context = max(0, min(MAX_CONTEXT, int(context)))
     if mode == "keyword":
         return with_context(keyword(project=project, query=query, k=k, filters=filters), context)
-    vector = project_embedder(project).embed_batch([query])[0].vector
-    if mode == "semantic":
-        return with_context(semantic(project=project, vector=vector, k=k, filters=filters), context)
-    candidates = 4 * k
-    fused = fuse(
-        [
-            semantic(project=project, vector=vector, k=candidates, filters=filters),
-            keyword(project=project, query=query, k=candidates, filters=filters),
-        ],
-        k,
-    )
-    return with_context(fused, context)
+    return with_context(_vector_search(project=project, query=query, k=k, mode=mode, filters=filters), context)
+
+
+# A migration to another model can switch the project between two searches
+# at most this often (it takes a whole migration job each time).
+_SWITCHES_FOLLOWED = 3
+
+
+def _vector_search(*, project: Project, query: str, k: int, mode: str, filters: SearchFilters) -> list[SearchHit]:
+    """Semantic or hybrid hits, all of them scored by one model: the query
+    is embedded with the project's model and only that model's vectors are
+    read. If the project switched to another model meanwhile
+    (services.embedders: the switch is one transaction), the search is
+    run again with the new one: a search that still finds its model pinned
+    afterwards read the chunks as they were before any switch."""
+    from documents.services import project_embedder
+
+    for _ in range(_SWITCHES_FOLLOWED):
+        model = project.embedding_model
+        vector = project_embedder(project).embed_batch([query])[0].vector
+        if mode == "semantic":
+            hits = semantic(project=project, vector=vector, k=k, filters=filters)
+        else:
+            candidates = 4 * k
+            hits = fuse(
+                [
+                    semantic(project=project, vector=vector, k=candidates, filters=filters),
+                    keyword(project=project, query=query, k=candidates, filters=filters),
+                ],
+                k,
+            )
+        if Project.objects.filter(id=project.id, embedding_model=model).exists():
+            return hits
+        project.refresh_from_db(fields=["embedder", "embedding_model", "embedding_dimensions"])
+    return hits

@@ -59,6 +59,25 @@ def embed_chunk(self, chunk_id: int) -> str:
     return outcome.status
 
 
+@shared_task(name="documents.migrate_embedder", bind=True, acks_late=True, **DB_RETRY)
+def migrate_embedder(self, job_id: int) -> str:
+    """One batch of a migration to another embedding model, then the next
+    batch's task (or the switch). One task per job at a time: a duplicate
+    (a redelivery, a reconciler's re-send) finds the job's lock taken and
+    leaves the chain to the task that holds it."""
+    with try_advisory_lock(f"documents.migrate_embedder:{job_id}") as acquired:
+        if not acquired:
+            return "busy"
+        outcome = services.embedder_migration_step(job_id=job_id, attempt=self.request.retries)
+    if outcome.status == "retry":
+        # Countdowns stay far below the broker's visibility timeout.
+        raise self.retry(countdown=outcome.retry_in, max_retries=None)
+    if outcome.status in ("continue", "paused"):
+        # Sent once the lock is released, so the next task can take it.
+        services.dispatch_migration_step(job_id=job_id, countdown=outcome.retry_in)
+    return outcome.status
+
+
 @shared_task(name="documents.finalize_document", bind=True, acks_late=True, **DB_RETRY)
 def finalize_document(self, document_id: int, generation: int) -> str | None:
     return services.document_finalize(document_id=document_id, generation=generation)
@@ -87,6 +106,12 @@ def redispatch_stuck_chunks() -> dict:
 def redispatch_unparsed_documents() -> dict:
     with try_advisory_lock("reconcile.redispatch_unparsed_documents") as acquired:
         return services.documents_redispatch_unparsed() if acquired else {}
+
+
+@shared_task(name="reconcile.repair_embedder_migrations", acks_late=True)
+def repair_embedder_migrations() -> dict:
+    with try_advisory_lock("reconcile.repair_embedder_migrations") as acquired:
+        return services.embedder_migrations_repair() if acquired else {}
 
 
 @shared_task(name="documents.deliver_webhook", bind=True, acks_late=True, **DB_RETRY)

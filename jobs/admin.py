@@ -234,8 +234,10 @@ class JobAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="File")
     def subject(self, job: Job) -> str:
-        # Document jobs carry their file's name; an import, its directory.
-        return short_text(job.metadata.get("filename") or job.metadata.get("path") or "", chars=SUBJECT_CHARS)
+        # Document jobs carry their file's name; an import, its directory;
+        # other kinds what their subject is in words.
+        words = job.metadata.get("filename") or job.metadata.get("path") or job.metadata.get("subject_label")
+        return short_text(words or "", chars=SUBJECT_CHARS)
 
     @admin.display(description="Project", ordering="project_id")
     def project_name(self, job: Job) -> str:

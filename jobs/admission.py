@@ -19,6 +19,7 @@ from __future__ import annotations
 from django.db import connection
 
 from common.pauses import PAUSED_SQL
+from jobs import registry
 
 PRIORITY_RANK_SQL = "CASE {column} WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END"
 
@@ -60,16 +61,16 @@ def admission_candidates(*, limited_kinds: list[str], free: int) -> list[int]:
 
 _TIMED_OUT_SQL = f"""
 SELECT j.id FROM jobs_job AS j
- WHERE j.status = 'running'
+ WHERE j.status = 'running' AND j.kind = ANY(%(kinds)s)
    AND j.started_at + make_interval(secs => COALESCE((j.metadata ->> 'paused_seconds')::float, 0)) < %(cutoff)s
    AND NOT {PAUSED_SQL.format(project_id="j.project_id")}
 """
 
 
 def timed_out_candidates(*, cutoff) -> list[int]:
-    """Running jobs that started before `cutoff`, not counting the time they
-    spent paused (metadata `paused_seconds`), and not paused now: a pause
-    stops a job's clock."""
+    """Running jobs of the kinds that time out (jobs.registry) that started
+    before `cutoff`, not counting the time they spent paused (metadata
+    `paused_seconds`), and not paused now: a pause stops a job's clock."""
     with connection.cursor() as cursor:
-        cursor.execute(_TIMED_OUT_SQL, {"cutoff": cutoff})
+        cursor.execute(_TIMED_OUT_SQL, {"cutoff": cutoff, "kinds": registry.timed_kinds()})
         return [row[0] for row in cursor.fetchall()]

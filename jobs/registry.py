@@ -25,6 +25,10 @@ class JobKindHandler:
     cancel: Callable[..., None] | None = None
     # Whether the job takes one of MIRAGE_MAX_CONCURRENT_INDEXING_JOBS slots.
     limited: bool = True
+    # Whether it fails after MIRAGE_INDEXING_JOB_TIMEOUT_SECONDS running; a
+    # kind without the timeout must have a reconciler that ends it when its
+    # work stops.
+    times_out: bool = True
 
 
 _handlers: dict[str, JobKindHandler] = {}
@@ -43,6 +47,10 @@ def handler_for(kind: str) -> JobKindHandler:
 
 def limited_kinds() -> list[str]:
     return [kind for kind, handler in _handlers.items() if handler.limited]
+
+
+def timed_kinds() -> list[str]:
+    return [kind for kind, handler in _handlers.items() if handler.times_out]
 
 
 def kinds() -> list[tuple[str, str]]:

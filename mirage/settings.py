@@ -237,6 +237,9 @@ MIRAGE_HNSW_EF_SEARCH = env.int("MIRAGE_HNSW_EF_SEARCH", default=400)
 # (every distance computed): faster than an index walk that must skip other
 # projects' rows, and never misses. 0 always uses the HNSW index.
 MIRAGE_EXACT_SEARCH_MAX_CHUNKS = env.int("MIRAGE_EXACT_SEARCH_MAX_CHUNKS", default=5000)
+# Chunks a migration to another embedding model embeds per task (one
+# provider call; the cache serves what it holds).
+MIRAGE_EMBEDDER_MIGRATION_BATCH_SIZE = env.int("MIRAGE_EMBEDDER_MIGRATION_BATCH_SIZE", default=64)
 
 # /healthz reports a queue whose oldest message has waited longer than this.
 MIRAGE_QUEUE_MAX_WAIT_SECONDS = env.int("MIRAGE_QUEUE_MAX_WAIT_SECONDS", default=900)
@@ -357,6 +360,7 @@ CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_QUEUES = [Queue("ingest"), Queue("embed"), Queue("maintenance")]
 CELERY_TASK_ROUTES = {
     "documents.embed_chunk": {"queue": "embed"},
+    "documents.migrate_embedder": {"queue": "embed"},
     # Webhook attempts wait on receivers (short timeouts), not on the CPU.
     "documents.deliver_webhook": {"queue": "ingest"},
     "documents.*": {"queue": "ingest"},
@@ -427,6 +431,7 @@ CELERY_BEAT_SCHEDULE = {
     "fail-timed-out-jobs": _periodic("reconcile.fail_timed_out_jobs", 60),
     "purge-finished-jobs": _periodic("reconcile.purge_finished_jobs", 3600),
     "purge-history": _periodic("reconcile.purge_history", 3600),
+    "repair-embedder-migrations": _periodic("reconcile.repair_embedder_migrations", MIRAGE_RECONCILE_INTERVAL_SECONDS),
     "send-due-webhook-deliveries": _periodic(
         "reconcile.send_due_webhook_deliveries", MIRAGE_RECONCILE_INTERVAL_SECONDS
     ),

@@ -43,6 +43,29 @@ class ProjectInputSerializer(StrictSerializer):
         return value
 
 
+class EmbedderInputSerializer(StrictSerializer):
+    embedder = serializers.ChoiceField(
+        choices=API_EMBEDDERS,
+        help_text="The embedder to move the project to (configured for the deployment as for a new project).",
+    )
+
+
+class EmbedderMigrationSerializer(serializers.Serializer):
+    embedder = serializers.CharField()
+    embedding_model = serializers.CharField()
+    embedding_dimensions = serializers.IntegerField()
+    job = JobSerializer(help_text="The migration job: its progress, and where to cancel it.")
+
+
+class EmbedderStateSerializer(serializers.Serializer):
+    embedder = serializers.CharField(help_text="What every search of the project uses now.")
+    embedding_model = serializers.CharField()
+    embedding_dimensions = serializers.IntegerField()
+    migration = EmbedderMigrationSerializer(
+        allow_null=True, help_text="The model the project is moving to, while a migration job runs; null otherwise."
+    )
+
+
 class ProjectSerializer(serializers.ModelSerializer):
     paused = serializers.SerializerMethodField(help_text="The project, or the deployment, is paused.")
     paused_reason = serializers.SerializerMethodField(help_text="Who paused it, when and why; empty when not paused.")

@@ -9,6 +9,7 @@ urlpatterns = [
     path("projects/<int:project_id>/documents/", views.ProjectDocumentsApi.as_view(), name="project-documents"),
     path("projects/<int:project_id>/imports/", views.ProjectImportApi.as_view(), name="project-imports"),
     path("projects/<int:project_id>/audit/", views.ProjectAuditApi.as_view(), name="project-audit"),
+    path("projects/<int:project_id>/embedder/", views.ProjectEmbedderApi.as_view(), name="project-embedder"),
     path("projects/<int:project_id>/search/", views.ProjectSearchApi.as_view(), name="project-search"),
     path("projects/<int:project_id>/webhooks/", webhooks.WebhookListApi.as_view(), name="project-webhooks"),
     path(

@@ -266,6 +266,53 @@ class ProjectImportApi(APIView):
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+MIGRATION_CONFLICT = OpenApiResponse(
+    ErrorSerializer,
+    description="A migration is already under way, or the project already uses that model; `detail` says which.",
+)
+
+
+class ProjectEmbedderApi(APIView):
+    @extend_schema(responses={200: s.EmbedderStateSerializer, **error_responses(401, 404)})
+    def get(self, request, project_id: int):
+        """The project's embedding model, and the one it is moving to while a migration runs."""
+        project = _project_for(request, project_id)
+        return Response(s.EmbedderStateSerializer(_embedder_state(project)).data)
+
+    @extend_schema(
+        request=s.EmbedderInputSerializer,
+        responses={202: JobSerializer, **error_responses(400, 401, 403, 404, 415), 409: MIGRATION_CONFLICT},
+    )
+    def post(self, request, project_id: int):
+        """Move the project to another embedding model without downtime (staff or
+        the project's owner): a migration job builds the new vectors in the
+        background while searches keep using the current model, then switches
+        every chunk at once. Cancel the job to keep the current model."""
+        project = _project_for(request, project_id)
+        if not (request.user.is_staff or project.owner_id == request.user.id):
+            raise exceptions.PermissionDenied("Only staff or the project's owner may change its embedding model.")
+        serializer = s.EmbedderInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            job = services.project_embedder_migrate(
+                project=project, embedder=serializer.validated_data["embedder"], actor=user_actor(request.user)
+            )
+        except services.EmbedderRejected as exc:
+            raise exceptions.ValidationError({"embedder": [str(exc)]}) from None
+        except (services.EmbedderUnchanged, services.MigrationInProgress) as exc:
+            raise Conflict(str(exc)) from None
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _embedder_state(project) -> dict:
+    return {
+        "embedder": project.embedder,
+        "embedding_model": project.embedding_model,
+        "embedding_dimensions": project.embedding_dimensions,
+        "migration": services.migration_state(project),
+    }
+
+
 class ProjectSearchApi(APIView):
     @extend_schema(
         parameters=[

@@ -13,9 +13,23 @@ there. The other modules ask it for every move:
 - finishing: a run's final status from its chunks
 - repairs:   what the reconcilers and `mirage_check --repair` mend
 - pausing:   pausing and resuming a project's or the deployment's work
+- embedders: moving a project to another embedding model (a migration job,
+             its switch, cancel and repairs); embedder_batches: its batches
 """
 
 from documents.services.dispatch import dispatch_chord, dispatch_chunks, dispatch_job
+from documents.services.embedder_batches import StepOutcome, embedder_migration_step
+from documents.services.embedders import (
+    EmbedderRejected,
+    EmbedderUnchanged,
+    MigrationInProgress,
+    dispatch_migration_step,
+    embedder_migration_abandon,
+    embedder_migration_switch,
+    embedder_migrations_repair,
+    migration_state,
+    project_embedder_migrate,
+)
 from documents.services.embedding import (
     ClaimedChunk,
     EmbedOutcome,
@@ -69,6 +83,17 @@ from documents.services.uploads import (
 )
 
 __all__ = [
+    "EmbedderRejected",
+    "EmbedderUnchanged",
+    "MigrationInProgress",
+    "StepOutcome",
+    "dispatch_migration_step",
+    "embedder_migration_abandon",
+    "embedder_migration_step",
+    "embedder_migration_switch",
+    "embedder_migrations_repair",
+    "migration_state",
+    "project_embedder_migrate",
     "CHUNK_TRANSITIONS",
     "DOCUMENT_TRANSITIONS",
     "ClaimedChunk",

@@ -5,6 +5,7 @@ claim statement, one store statement and one provider call."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 
@@ -14,12 +15,14 @@ from django.utils import timezone
 from documents import events, vectorindex
 from documents.coalescing import Coalescer
 from documents.embeddings import batching, get_batcher
-from documents.embeddings.base import PermanentEmbeddingError, TransientEmbeddingError
+from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, TransientEmbeddingError
 from documents.models import Chunk
 from documents.services.dispatch import dispatch_next
 from documents.services.finishing import document_chunk_counts, document_finalize
 from documents.services.transitions import chunk_transition_claimed, chunks_claim, chunks_store_vectors
 from jobs import services as job_services
+
+logger = logging.getLogger(__name__)
 
 ChunkStatus = Chunk.Status
 
@@ -47,6 +50,13 @@ class ClaimedChunk:
     cached_truncated: bool | None = None
     # The run's priority (its job's), for the next task of its window.
     priority: str = "normal"
+    # While the project migrates to another model (services.embedders): that
+    # model, and its cached vector for this text. Empty otherwise.
+    next_embedder: str = ""
+    next_embedding_model: str = ""
+    next_embedding_dimensions: int | None = None
+    next_cached_vector: str | None = None
+    next_cached_truncated: bool | None = None
 
 
 def _claim_many(chunk_ids: list[int]) -> list[ClaimedChunk | None]:
@@ -73,6 +83,10 @@ class _Vector:
     literal: str
     truncated: bool
     fill_cache: bool
+    # The next model's vector during a migration (None when there is none).
+    next_literal: str | None = None
+    next_truncated: bool = False
+    next_fill_cache: bool = False
 
 
 def _store_many(items: list[_Vector]) -> list[bool]:
@@ -84,6 +98,10 @@ def _store_many(items: list[_Vector]) -> list[bool]:
         models=[item.claim.embedding_model for item in items],
         shas=[item.claim.content_sha256 for item in items],
         fill_cache=[item.fill_cache for item in items],
+        next_vectors=[item.next_literal for item in items],
+        next_models=[item.claim.next_embedding_model if item.next_literal else "" for item in items],
+        next_truncated=[item.next_truncated for item in items],
+        next_fill_cache=[item.next_fill_cache for item in items],
     )
     return [item.claim.id in stored for item in items]
 
@@ -91,14 +109,38 @@ def _store_many(items: list[_Vector]) -> list[bool]:
 _stores = Coalescer(_store_many, max_batch=64)
 
 
-def chunk_mark_embedded(*, claim: ClaimedChunk, vector: list[float], truncated: bool, fill_cache: bool = True) -> bool:
-    """Store a chunk's vector. Returns False when the claim was lost (the chunk
-    was re-dispatched, cancelled or already final), so nothing is counted twice."""
+@dataclass(frozen=True)
+class NextVector:
+    """A chunk's vector of the model its project migrates to."""
+
+    vector: list[float]
+    truncated: bool
+    fill_cache: bool
+
+
+def chunk_mark_embedded(
+    *,
+    claim: ClaimedChunk,
+    vector: list[float],
+    truncated: bool,
+    fill_cache: bool = True,
+    next: NextVector | None = None,
+) -> bool:
+    """Store a chunk's vector (and, during a migration, its next model's).
+    Returns False when the claim was lost (the chunk was re-dispatched,
+    cancelled or already final), so nothing is counted twice."""
     if len(vector) != claim.embedding_dimensions:
         raise PermanentEmbeddingError(
             f"provider returned a {len(vector)}-dimensional vector; the project expects {claim.embedding_dimensions}"
         )
-    return _stores.submit(_Vector(claim, vectorindex.vector_literal(vector), truncated, fill_cache))
+    extra = {}
+    if next is not None:
+        extra = {
+            "next_literal": vectorindex.vector_literal(next.vector),
+            "next_truncated": next.truncated,
+            "next_fill_cache": next.fill_cache,
+        }
+    return _stores.submit(_Vector(claim, vectorindex.vector_literal(vector), truncated, fill_cache, **extra))
 
 
 def chunk_mark_failed(*, claim: ClaimedChunk, reason: str) -> bool:
@@ -173,7 +215,9 @@ def _chunk_embed_claimed(claim: ClaimedChunk) -> EmbedOutcome:
                 )
             result = batcher.embed(claim.content)
             vector, truncated = list(result.vector), result.truncated
-        chunk_mark_embedded(claim=claim, vector=vector, truncated=truncated, fill_cache=not cached)
+        chunk_mark_embedded(
+            claim=claim, vector=vector, truncated=truncated, fill_cache=not cached, next=_next_vector(claim)
+        )
         status = ChunkStatus.CORRUPTED if truncated else ChunkStatus.READY
     except TransientEmbeddingError as exc:
         if claim.attempts >= settings.MIRAGE_CHUNK_MAX_ATTEMPTS:
@@ -194,6 +238,28 @@ def _chunk_embed_claimed(claim: ClaimedChunk) -> EmbedOutcome:
         status = ChunkStatus.ERROR
     _report_progress(claim)
     return EmbedOutcome(status=status)
+
+
+def _next_vector(claim: ClaimedChunk) -> NextVector | None:
+    """During a migration, the chunk's vector of the next model as well (new
+    uploads are embedded with both). A failure here never holds the
+    document back: the chunk is stored without it, and the migration's own
+    batches embed it later (and report a lasting failure on its job)."""
+    if not claim.next_embedding_model:
+        return None
+    if claim.next_cached_vector is not None:
+        return NextVector(json.loads(claim.next_cached_vector), bool(claim.next_cached_truncated), fill_cache=False)
+    try:
+        batcher = get_batcher(claim.next_embedder)
+        if batcher.embedder.model_id != claim.next_embedding_model:
+            return None
+        result = batcher.embed(claim.content)
+    except (EmbeddingError, ValueError) as exc:
+        logger.info("chunk %s: no vector of the next model %s yet: %s", claim.id, claim.next_embedding_model, exc)
+        return None
+    if len(result.vector) != claim.next_embedding_dimensions:
+        return None
+    return NextVector(list(result.vector), result.truncated, fill_cache=True)
 
 
 def _report_progress(claim: ClaimedChunk) -> None:

@@ -215,7 +215,9 @@ def chunk_transition_claimed(*, chunk_id: int, attempts: int, to: str, **fields)
 
 # One statement claims chunks (pending -> processing) and brings along
 # everything their embedding needs: the project's model, the run's size and
-# any cached vector. Only chunks of an `indexing` document are claimed, and
+# any cached vector; while the project migrates to another model
+# (services.embedders), that model too, with its cached vector: new chunks
+# are embedded with both. Only chunks of an `indexing` document are claimed, and
 # none of a paused project or deployment (common.pauses): a pause stops new
 # embedding calls at the next claim.
 _CLAIM_SQL = f"""
@@ -232,7 +234,12 @@ RETURNING c.id, c.attempts, c.content, c.content_sha256, c.position, c.document_
             WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256),
           (SELECT e.truncated FROM documents_embeddingcacheentry e
             WHERE e.model_id = p.embedding_model AND e.text_sha256 = c.content_sha256),
-          COALESCE((SELECT j.priority FROM jobs_job j WHERE j.id = d.current_job_id), 'normal')
+          COALESCE((SELECT j.priority FROM jobs_job j WHERE j.id = d.current_job_id), 'normal'),
+          p.next_embedder, p.next_embedding_model, p.next_embedding_dimensions,
+          (SELECT e.embedding::text FROM documents_embeddingcacheentry e
+            WHERE e.model_id = p.next_embedding_model AND e.text_sha256 = c.content_sha256),
+          (SELECT e.truncated FROM documents_embeddingcacheentry e
+            WHERE e.model_id = p.next_embedding_model AND e.text_sha256 = c.content_sha256)
 """
 
 
@@ -248,29 +255,84 @@ def chunks_claim(chunk_ids: Iterable[int]) -> list[tuple]:
 # Stores vectors under their claimed attempts (processing -> ready or
 # corrupted) and, in the same statement, fills the embedding cache with those
 # that came from the provider.
+#
+# A claim made while the project migrated to another model carries both
+# vectors. The project's models are read when the vectors are stored (under
+# the project's migration lock, EMBEDDER_LOCK, taken shared): the vector of
+# the project's current model becomes `embedding`, the next model's vector
+# `next_embedding` while that migration is still under way. So a claim made
+# before the switch and stored after it stores the new model's vector, and
+# one stored after a cancel keeps no next vector. A chunk whose claim holds
+# no vector of the project's current model (claimed before the migration
+# began, stored after its switch) is not stored: its lease runs out and the
+# reconciler sends it again.
 _STORE_SQL = """
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[], %(vectors)s::text[],
-                         %(errors)s::text[], %(models)s::text[], %(shas)s::text[], %(truncated)s::bool[],
-                         %(fill_cache)s::bool[])
-        AS i(id, attempts, status, vector, error, model, sha, truncated, fill_cache)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(vectors)s::text[], %(models)s::text[],
+                         %(shas)s::text[], %(truncated)s::bool[], %(fill_cache)s::bool[], %(next_vectors)s::text[],
+                         %(next_models)s::text[], %(next_truncated)s::bool[], %(next_fill_cache)s::bool[])
+        AS i(id, attempts, vector, model, sha, truncated, fill_cache, next_vector, next_model, next_truncated,
+             next_fill_cache)
+), chosen AS (
+    SELECT i.id, i.attempts, p.embedding_model AS model,
+           CASE WHEN p.embedding_model = i.model THEN i.vector ELSE i.next_vector END AS vector,
+           CASE WHEN p.embedding_model = i.model THEN i.truncated ELSE i.next_truncated END AS truncated,
+           CASE WHEN p.embedding_model = i.model AND i.next_model <> '' AND p.next_embedding_model = i.next_model
+                THEN i.next_vector END AS next_vector,
+           CASE WHEN p.embedding_model = i.model AND i.next_model <> '' AND p.next_embedding_model = i.next_model
+                THEN i.next_model ELSE '' END AS next_model
+      FROM input AS i JOIN documents_chunk AS c ON c.id = i.id
+      JOIN documents_document AS d ON d.id = c.document_id JOIN documents_project AS p ON p.id = d.project_id
+     WHERE p.embedding_model = i.model OR (i.next_model <> '' AND p.embedding_model = i.next_model)
 ), stored AS (
     UPDATE documents_chunk AS c
-       SET status = i.status, embedding = i.vector::vector, embedding_model = i.model,
-           error = i.error, lease_expires_at = NULL, updated_at = now()
-      FROM input AS i
-     WHERE c.id = i.id AND c.status = 'processing' AND c.attempts = i.attempts
- RETURNING c.id
+       SET status = CASE WHEN ch.truncated THEN 'corrupted' ELSE 'ready' END,
+           embedding = ch.vector::vector, embedding_model = ch.model,
+           next_embedding = ch.next_vector::vector, next_embedding_model = ch.next_model,
+           error = CASE WHEN ch.truncated THEN %(truncated_error)s ELSE '' END,
+           lease_expires_at = NULL, updated_at = now()
+      FROM chosen AS ch
+     WHERE c.id = ch.id AND c.status = 'processing' AND c.attempts = ch.attempts
+ RETURNING c.id, ch.truncated
+), fresh AS (
+    SELECT i.model, i.sha, i.vector, i.truncated FROM input AS i JOIN stored ON stored.id = i.id
+     WHERE i.fill_cache
+    UNION ALL
+    SELECT i.next_model, i.sha, i.next_vector, i.next_truncated FROM input AS i JOIN stored ON stored.id = i.id
+     WHERE i.next_fill_cache AND i.next_model <> ''
 ), cached AS (
     INSERT INTO documents_embeddingcacheentry (model_id, text_sha256, embedding, truncated, created_at)
-    SELECT DISTINCT ON (i.model, i.sha) i.model, i.sha, i.vector::vector, i.truncated, now()
-      FROM input AS i JOIN stored ON stored.id = i.id
-     WHERE i.fill_cache
+    SELECT DISTINCT ON (f.model, f.sha) f.model, f.sha, f.vector::vector, f.truncated, now()
+      FROM fresh AS f
     ON CONFLICT (model_id, text_sha256) DO NOTHING
 )
-SELECT id FROM stored
+SELECT id, truncated FROM stored
 """
 TRUNCATED_ERROR = "input was truncated by the embedding model"
+
+
+# The first key of a project's migration lock (the second is the project's
+# id): stores take it shared, the switch and a cancel exclusively, so that
+# a store reads the project's models either before or after them, never
+# during (services.embedders).
+EMBEDDER_LOCK = 0x454D42  # "EMB"
+
+# The lock's two keys are int4: ids past 2**31 share a lock with a smaller
+# one, which only ever makes two projects wait for each other.
+_LOCK_PROJECTS_SHARED_SQL = """
+SELECT pg_advisory_xact_lock_shared(%(key)s::int4, (s.project_id %% 2147483648)::int4)
+  FROM (SELECT DISTINCT d.project_id FROM documents_chunk AS c JOIN documents_document AS d ON d.id = c.document_id
+         WHERE c.id = ANY(%(ids)s) ORDER BY d.project_id) AS s
+"""
+
+
+def project_lock_embedder(*, project_id: int, shared: bool = False) -> None:
+    """Take the project's migration lock (EMBEDDER_LOCK) until the end of
+    the transaction: shared to store vectors, exclusive to change which
+    models the project uses."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s::int4, (%s::bigint %% 2147483648)::int4)", [EMBEDDER_LOCK, project_id])
 
 
 def chunks_store_vectors(
@@ -282,24 +344,35 @@ def chunks_store_vectors(
     models: Sequence[str],
     shas: Sequence[str],
     fill_cache: Sequence[bool],
+    next_vectors: Sequence[str | None] | None = None,
+    next_models: Sequence[str] | None = None,
+    next_truncated: Sequence[bool] | None = None,
+    next_fill_cache: Sequence[bool] | None = None,
 ) -> set[int]:
     """Store each chunk's vector (pgvector text) under its claimed attempts:
-    `ready`, or `corrupted` when the model truncated the input. Returns the
-    ids stored; a chunk whose claim was lost is left as it is."""
-    statuses = [ChunkStatus.CORRUPTED if cut else ChunkStatus.READY for cut in truncated]
-    with connection.cursor() as cursor:
+    `ready`, or `corrupted` when the model truncated the input; and, for a
+    chunk claimed during a migration, its vector of the next model. Which
+    vector is kept where is decided by the project's models at the time of
+    the store (see _STORE_SQL). Returns the ids stored; a chunk whose claim
+    was lost is left as it is."""
+    count = len(ids)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_LOCK_PROJECTS_SHARED_SQL, {"key": EMBEDDER_LOCK, "ids": list(ids)})
         cursor.execute(
             _STORE_SQL,
             {
                 "ids": list(ids),
                 "attempts": list(attempts),
-                "statuses": statuses,
                 "vectors": list(vectors),
-                "errors": [TRUNCATED_ERROR if cut else "" for cut in truncated],
                 "models": list(models),
                 "shas": list(shas),
                 "truncated": list(truncated),
                 "fill_cache": list(fill_cache),
+                "next_vectors": list(next_vectors) if next_vectors is not None else [None] * count,
+                "next_models": list(next_models) if next_models is not None else [""] * count,
+                "next_truncated": list(next_truncated) if next_truncated is not None else [False] * count,
+                "next_fill_cache": list(next_fill_cache) if next_fill_cache is not None else [False] * count,
+                "truncated_error": TRUNCATED_ERROR,
             },
         )
         return {row[0] for row in cursor.fetchall()}

@@ -457,6 +457,29 @@ def test_project_embedder_cannot_be_changed_after_creation(operator_client):
     assert (project.embedder, project.embedding_dimensions) == ("hash", get_embedder("hash").dimensions)
 
 
+def test_project_page_and_job_list_show_an_embedder_migration_and_how_it_ended(operator_client):
+    from documents import services
+
+    project = make_project(embedder="hash")
+    job = services.project_embedder_migrate(project=project, embedder="local")
+    job_services.jobs_admit_pending()
+    job_services.job_set_progress(job_id=job.id, percentage=40, message="embedding 40/100 chunks")
+    page = reverse("admin:documents_project_change", args=[project.id])
+    job_url = reverse("admin:jobs_job_change", args=[job.id])
+
+    shown = operator_client.get(page).content.decode()
+    assert "moving to sentence-transformers/all-MiniLM-L6-v2 (384 dimensions)" in shown
+    assert f'<a href="{job_url}">job {job.id}</a>, running, 40% (embedding 40/100 chunks)' in shown
+    assert "searches use hash-384 until the switch" in shown
+    listed = operator_client.get(JOBS).content.decode()
+    assert "Change the embedding model" in listed and "hash-384 -&gt; sentence-transformers" in listed
+
+    job_services.job_cancel(job_id=job.id, reason="not now")
+    shown = operator_client.get(page).content.decode()
+    assert f'last migration: <a href="{job_url}">job {job.id}</a>, cancelled' in shown
+    assert "moving to" not in shown
+
+
 def test_project_with_an_unknown_embedder_is_refused(operator_client):
     response = operator_client.post(
         reverse("admin:documents_project_add"), {"name": "bad", "embedder": "no.such.Embedder"}

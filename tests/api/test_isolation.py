@@ -5,6 +5,7 @@ import pytest
 
 from documents.webhooks import services as webhooks
 from documents.webhooks.models import WebhookDelivery
+from jobs.models import Job
 from tests.support.factories import markdown_document, submit_bytes
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
@@ -40,6 +41,8 @@ def test_other_user_gets_404_on_every_endpoint_of_the_project(other_api, owned, 
         ("post", f"/api/v1/projects/{project.id}/pause/"),
         ("post", f"/api/v1/projects/{project.id}/resume/"),
         ("get", f"/api/v1/projects/{project.id}/search/?q=river"),
+        ("get", f"/api/v1/projects/{project.id}/embedder/"),
+        ("post", f"/api/v1/projects/{project.id}/embedder/"),
         ("get", f"/api/v1/documents/{document.id}/"),
         ("delete", f"/api/v1/documents/{document.id}/"),
         ("get", f"/api/v1/documents/{document.id}/chunks/"),
@@ -85,3 +88,26 @@ def test_staff_see_all_projects(staff_api, owned):
     project, document, _ = owned
     assert staff_api.get(f"/api/v1/projects/{project.id}/").status_code == 200
     assert staff_api.get(f"/api/v1/documents/{document.id}/").status_code == 200
+
+
+def test_another_projects_owner_can_neither_start_nor_see_a_migration(user, other_api, other_user):
+    from tests.api.conftest import client_for
+    from tests.support.factories import make_project
+
+    mine = make_project(owner=user)
+    make_project(owner=other_user)
+    started = client_for(user).post(f"/api/v1/projects/{mine.id}/embedder/", {"embedder": "local"}, format="json")
+    assert started.status_code == 202
+    job_id = started.json()["id"]
+
+    for method, url in [
+        ("get", f"/api/v1/projects/{mine.id}/embedder/"),
+        ("post", f"/api/v1/projects/{mine.id}/embedder/"),
+        ("get", f"/api/v1/jobs/{job_id}/"),
+        ("get", f"/api/v1/jobs/{job_id}/history/"),
+        ("post", f"/api/v1/jobs/{job_id}/cancel/"),
+    ]:
+        response = getattr(other_api, method)(url, {"embedder": "local"}, format="json")
+        assert response.status_code == 404, (method, url, response.status_code)
+    assert other_api.get("/api/v1/jobs/?kind=migrate_embedder").json()["count"] == 0
+    assert Job.objects.get(id=job_id).status != "cancelled"

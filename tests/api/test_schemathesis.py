@@ -56,6 +56,9 @@ EVENTS = "/api/v1/events/"
 UPLOAD = "/api/v1/projects/{project_id}/documents/"
 IMPORTS = "/api/v1/projects/{project_id}/imports/"
 WEBHOOKS = "/api/v1/projects/{project_id}/webhooks/"
+# Staff or the project's owner may start a migration; the member may not.
+EMBEDDER = "/api/v1/projects/{project_id}/embedder/"
+STAFF_PATHS = (IMPORTS, EMBEDDER)
 # Every webhook the run creates points here (nothing listens on the discard
 # port), so no delivery can leave 127.0.0.0/8 should a worker run one.
 LOOPBACK_HOOK = "http://127.0.0.1:9/hook"
@@ -159,7 +162,8 @@ def world(settings, tmp_path):
     refused) and a document whose job waits (cancelled once, then refused);
     a webhook (to a loopback address) with one delivery in its log;
     someone else's project and document (404 to the member); a staff user,
-    the only kind that may import; an import root with one file in it.
+    the only kind that may import (and, not owning the project, the one
+    that starts embedder migrations); an import root with one file in it.
 
     The module starts no worker: what the run enqueues stays in the test
     Redis and is purged afterwards, so no later test's worker receives it.
@@ -229,7 +233,7 @@ EXAMPLES = hypothesis.settings(
 @schema.parametrize()
 @EXAMPLES
 def test_api_conforms_to_its_schema(case, world):
-    headers = world.staff if case.operation.path == IMPORTS else world.member
+    headers = world.staff if case.operation.path in STAFF_PATHS else world.member
     if case.operation.path == "/healthz":
         # Without beat (and here without workers) the deployment is
         # degraded: the documented 503 is then a true report, not a server

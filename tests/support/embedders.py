@@ -106,3 +106,21 @@ class SteadyEmbedder(HashEmbedder):
     def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
         time.sleep(self.SECONDS_PER_TEXT * len(texts))
         return super().embed_batch(texts)
+
+
+class Hash256Embedder(HashEmbedder):
+    """The hash embedder under another model id and dimension count
+    (`hash-256`): a second model to migrate a `hash` project to. Takes
+    MIRAGE_TEST_EMBED_DELAY seconds per call when set, so a migration lasts
+    long enough to be watched."""
+
+    name = "hash-256"
+
+    def __init__(self) -> None:
+        super().__init__(dimensions=256)
+
+    def embed_batch(self, texts: Sequence[str]) -> list[Embedding]:
+        delay = float(os.environ.get("MIRAGE_TEST_EMBED_DELAY", "0"))
+        if delay:
+            time.sleep(delay)
+        return super().embed_batch(texts)
