@@ -9,6 +9,9 @@ MANAGE := $(PY) manage.py
 DEPS_STAMP := $(VENV)/.deps-installed
 REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/local-model.txt
 PYTEST_ARGS ?=
+# The whole suite runs in this many processes (pytest-xdist), a test file
+# to a process: most of its time is waiting on workers, leases and faults.
+TEST_PROCESSES ?= 2
 
 .PHONY: help venv services services-down migrate run demo test test-unit test-e2e test-multihost browser prometheus ocr netns-tools lint bench clean
 
@@ -46,7 +49,7 @@ demo: migrate
 	$(MANAGE) demo $(DEMO_PATHS)
 
 test: services browser prometheus ocr netns-tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 # The multi-host suite alone (network namespaces; root).
 test-multihost: services netns-tools

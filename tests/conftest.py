@@ -95,10 +95,16 @@ def worker(celery_worker_session, transactional_db, redis_client):
     )
 
 
+def pytest_sessionstart(session):
+    from tests.support import figures
+
+    session.config.figures_start = figures.mark_start()
+
+
 def pytest_terminal_summary(terminalreporter):
     from tests.support import figures
 
-    entries = figures.recorded()
+    entries = figures.recorded(since=getattr(terminalreporter.config, "figures_start", 0))
     if entries:
         terminalreporter.section("figures observed")
         for entry in entries:

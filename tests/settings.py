@@ -1,10 +1,26 @@
 """Settings for the test suite: the project's settings with test data kept
 away from a developer's own (database `test_<name>` by pytest-django, Redis
-database 9, a separate media root) and short timings so the reconcilers can
-be watched at work."""
+database 9, a separate media root; one more of each per parallel test
+process) and short timings so the reconcilers can be watched at work."""
 
 import os
 
+
+def _separate_parallel_test_processes() -> None:
+    """Under pytest-xdist, worker gwN uses Redis database 9 + N (or
+    MIRAGE_TEST_REDIS_URL's + N): each test process of a parallel run is a
+    test session of its own, as pytest-django gives it the database
+    test_<name>_gwN. Set once per worker: processes a test starts inherit
+    the worker's choice, or the Redis URL the test gives them."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or os.environ.get("MIRAGE_TEST_WORKER") == worker:
+        return
+    base, _, number = os.environ.get("MIRAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9").rpartition("/")
+    os.environ["MIRAGE_REDIS_URL"] = f"{base}/{int(number or 0) + int(worker[2:])}"
+    os.environ["MIRAGE_TEST_WORKER"] = worker
+
+
+_separate_parallel_test_processes()
 os.environ.setdefault("MIRAGE_REDIS_URL", os.environ.get("MIRAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
 os.environ.setdefault("MIRAGE_EMBEDDER", "hash")
 # The test process runs against `test_<name>` while its settings are read
