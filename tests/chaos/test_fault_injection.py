@@ -76,10 +76,10 @@ def assert_settled(project_name: str) -> None:
 
 
 def test_sigkill_of_the_embedding_worker_twice_loses_nothing(stack, tmp_path):
-    documents = write_documents(tmp_path / "docs", count=24, sections=30)
+    documents = write_documents(tmp_path / "docs", count=16, sections=20)
     start_pipeline(stack)
     stack.manage("ingest", str(documents), "--project", "killed", "--embedder", RECORDING)
-    total = 24 * 30
+    total = 16 * 20
 
     kills = []
     for threshold in (0.15, 0.5):
@@ -96,7 +96,7 @@ def test_sigkill_of_the_embedding_worker_twice_loses_nothing(stack, tmp_path):
         stack.start_worker("embed", "embed", concurrency=2)
     restarted = time.monotonic()
 
-    wait_until(lambda: all_final("killed", 24), timeout=240, interval=0.5, message="every document final")
+    wait_until(lambda: all_final("killed", 16), timeout=240, interval=0.5, message="every document final")
     recovery = elapsed_since(restarted)
 
     assert set(Document.objects.filter(project__name="killed").values_list("status", flat=True)) == {"ready"}
@@ -122,7 +122,7 @@ def test_sigkill_of_the_embedding_worker_twice_loses_nothing(stack, tmp_path):
     assert timeline[-1].to_status == "ready"
     figures.record(
         "sigkill embed worker x2",
-        documents=24,
+        documents=16,
         chunks=chunk_count(),
         kills=kills,
         seconds_from_last_restart_to_all_final=recovery,
