@@ -9,7 +9,8 @@ that run only:
   were HOT, i.e. wrote no index entry), index blocks touched, per chunk;
   pg_stat_statements is not used: the project's server does not preload it;
 - Redis `INFO commandstats`: calls and microseconds per command, per chunk;
-- with --py-spy, a sampling profile of the embed worker (py-spy, from
+- with --py-spy, a sampling profile of the embed worker's Python CPU time
+  (py-spy --gil: only the thread holding the GIL is sampled; from
   requirements/dev.txt), summed by function;
 - with --perf, a sampling profile of PostgreSQL's backends (Linux `perf`),
   summed by C function.
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
                             str(group.processes["embed"].pid),
                             "--format",
                             "raw",
+                            "--gil",
                             "--rate",
                             "50",
                             "--nonblocking",
