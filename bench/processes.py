@@ -33,6 +33,9 @@ class ProcessGroup:
         self.label = label
         self.environment = env.worker_environment(**environment)
         self.processes: dict[str, subprocess.Popen] = {}
+        # The benchmark database's backends by pid, with the CPU seconds last
+        # read: one that exits between two readings keeps what it had used.
+        self._backends: dict[str, float] = {}
 
     def __enter__(self) -> ProcessGroup:
         return self
@@ -166,9 +169,10 @@ class ProcessGroup:
             if session in sessions:
                 used[sessions[session]] += seconds
             elif command == "postgres" and database in _process_title(entry.name):
-                used["postgres"] += seconds
+                self._backends[f"{entry.name}:{fields[19]}"] = seconds  # pid and start time
             elif command.startswith("redis-server"):
                 used["redis"] += seconds
+        used["postgres"] = sum(self._backends.values())
         return used
 
     def stop_all(self) -> None:
