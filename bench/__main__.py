@@ -24,6 +24,7 @@ ROWS = {
     9: ("filtered_search", "filtered search, 1% filter of a 100,000-chunk project"),
     10: ("keyword_recall", "keyword search recall, English, Japanese and Chinese, before vs after"),
     11: ("fairness", "fair share across projects, and priority (rows 11 and 12)"),
+    13: ("peer", "Mirage vs LlamaIndex IngestionPipeline, tokens per second"),
 }
 
 

@@ -1,9 +1,10 @@
 """The benchmarks' own database and Redis database, set up before Django.
 
-The database is `mirage_bench` on the server the project already uses
-(MIRAGE_DATABASE_URL or `.mirage/database_url`), created and migrated when
-missing; Redis is database 11 of MIRAGE_REDIS_URL's server, flushed at the
-start (MIRAGE_BENCH_REDIS_URL overrides it). Files go to `.mirage/bench/`. Worker processes get the same
+The database is `mirage_bench` (MIRAGE_BENCH_DATABASE overrides the name)
+on the server the project already uses (MIRAGE_DATABASE_URL or
+`.mirage/database_url`), created and migrated when missing; Redis is
+database 11 of MIRAGE_REDIS_URL's server, flushed at the start
+(MIRAGE_BENCH_REDIS_URL overrides it). Files go to `.mirage/bench/`. Worker processes get the same
 environment, so nothing a benchmark does reaches the developer's data.
 """
 
@@ -23,7 +24,7 @@ WORK_DIR = STATE_DIR / "bench"
 MEDIA_ROOT = WORK_DIR / "media"
 STATIC_ROOT = WORK_DIR / "static"
 LOG_DIR = WORK_DIR / "logs"
-BENCH_DATABASE = "mirage_bench"
+BENCH_DATABASE = os.environ.get("MIRAGE_BENCH_DATABASE", "mirage_bench")
 BENCH_REDIS_DB = 11
 
 

@@ -6,6 +6,7 @@ Celery's own per-task cost."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -17,6 +18,9 @@ GOAL = 0.8
 # (pool, concurrency) of the embed worker; the first is the Procfile's and
 # carries the goal.
 SETTINGS = [("threads", 8), ("prefork", 2)]
+# MIRAGE_BENCH_ROW1_SETTINGS=threads-8 (comma-separated pool-concurrency)
+# measures only those settings: for comparing one change quickly.
+ONLY_SETTINGS = os.environ.get("MIRAGE_BENCH_ROW1_SETTINGS", "")
 WORDS_PER_CHUNK = 250
 
 
@@ -191,6 +195,9 @@ def measure_setting(*, pool: str, concurrency: int, chunks: int, seed: int) -> R
 def run(*, quick: bool) -> list[Result]:
     chunks = 1000 if quick else 5000
     settings = SETTINGS[:1] if quick else SETTINGS
+    if ONLY_SETTINGS:
+        wanted = {part.strip() for part in ONLY_SETTINGS.split(",")}
+        settings = [setting for setting in settings if f"{setting[0]}-{setting[1]}" in wanted]
     return [
         measure_setting(pool=pool, concurrency=concurrency, chunks=chunks, seed=index + 1)
         for index, (pool, concurrency) in enumerate(settings)

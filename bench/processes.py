@@ -33,6 +33,9 @@ class ProcessGroup:
         self.label = label
         self.environment = env.worker_environment(**environment)
         self.processes: dict[str, subprocess.Popen] = {}
+        # The benchmark database's backends by pid, with the CPU seconds last
+        # read: one that exits between two readings keeps what it had used.
+        self._backends: dict[str, float] = {}
 
     def __enter__(self) -> ProcessGroup:
         return self
@@ -111,11 +114,19 @@ class ProcessGroup:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used so far by each started process with its children
-        (same session), by PostgreSQL's processes and by Redis's: diffs of
-        two readings say where a run's CPU went."""
+        (same session), by the PostgreSQL backends connected to the
+        benchmark database (autovacuum of it included) and by Redis: diffs of
+        two readings say where a run's CPU went.
+
+        The server is shared: the backends of other databases (developers'
+        test runs), its postmaster (whose children's time counts every
+        database's exited backends) and any other PostgreSQL server on the
+        machine are left out; so are its shared background processes
+        (checkpointer, WAL writer), which work for every database."""
         sessions = {process.pid: name for name, process in self.processes.items()}
         used = {name: 0.0 for name in self.processes} | {"postgres": 0.0, "redis": 0.0}
         ticks = os.sysconf("SC_CLK_TCK")
+        database = f" {env.BENCH_DATABASE} "
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -126,21 +137,31 @@ class ProcessGroup:
                 continue
             command = stat[stat.index("(") + 1 : stat.rindex(")")]
             fields = stat[stat.rindex(")") + 2 :].split()
-            # Own time plus that of children already reaped (backends or
-            # pool processes that exited between two readings).
+            # Own time plus that of children already reaped (pool processes
+            # that exited between two readings).
             seconds = sum(int(value) for value in fields[11:15]) / ticks
             session = int(fields[3])
             if session in sessions:
                 used[sessions[session]] += seconds
-            elif command == "postgres":
-                used["postgres"] += seconds
+            elif command == "postgres" and database in _process_title(entry.name):
+                self._backends[f"{entry.name}:{fields[19]}"] = seconds  # pid and start time
             elif command.startswith("redis-server"):
                 used["redis"] += seconds
+        used["postgres"] = sum(self._backends.values())
         return used
 
     def stop_all(self) -> None:
         for name in list(self.processes):
             stop_process_group(self.processes.pop(name), grace_seconds=10)
+
+
+def _process_title(pid: str) -> str:
+    """A PostgreSQL process's title (`postgres: user database [local] idle`)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace") + " "
+    except OSError:
+        return ""
 
 
 def coalescing_stats(node: str) -> dict:

@@ -204,6 +204,13 @@ class Chunk(models.Model):
                 condition=Q(status__in=["pending", "processing"]),
             ),
             models.Index(fields=["document", "status"], name="chunk_document_status_idx"),
+            # A document's chunks that wait for their task (windowed dispatch):
+            # the next one is the first entry, whatever the document's size.
+            models.Index(
+                fields=["document", "position"],
+                name="chunk_waiting_idx",
+                condition=Q(status="pending", dispatched_at__isnull=True),
+            ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector_idx"),
         ]
 

@@ -56,7 +56,10 @@ def dispatch_chord(
     window = settings.MIRAGE_DISPATCH_WINDOW
     first, waiting = chunk_ids[:window], chunk_ids[window:]
     if waiting:
-        Chunk.objects.filter(id__in=waiting).update(dispatched_at=None)
+        # A parse stores its chunks as waiting already; a retry or a resume
+        # marked them sent (every row written here is one more row version
+        # with all its index entries).
+        Chunk.objects.filter(id__in=waiting, dispatched_at__isnull=False).update(dispatched_at=None)
     _send(chunk_ids=first, priority=priority, chord=callback, group_id=group_id, first_index=0)
     events.mark_dispatched(document_id=document_id, generation=generation)
 
@@ -78,12 +81,17 @@ def _send(*, chunk_ids: list[int], priority: str, chord=None, group_id: str | No
 # Takes the document's next chunk that waits for its task (pending, never
 # sent) and marks it sent, in one statement; SKIP LOCKED lets two finishing
 # tasks take two different chunks. A document no longer indexing, or a
-# paused one, sends nothing (resume starts its window again).
+# paused one, sends nothing (resume starts its window again). The document
+# is checked once (an InitPlan), not once per chunk row, and the waiting
+# chunk is the first entry of chunk_waiting_idx: the statement's cost does
+# not grow with the document.
 _NEXT_SQL = f"""
 WITH next AS (
-    SELECT w.id FROM documents_chunk AS w JOIN documents_document AS d ON d.id = w.document_id
+    SELECT w.id FROM documents_chunk AS w
      WHERE w.document_id = %(document_id)s AND w.status = 'pending' AND w.dispatched_at IS NULL
-       AND d.status = 'indexing' AND NOT {PAUSED_SQL.format(project_id="d.project_id")}
+       AND EXISTS (SELECT 1 FROM documents_document AS d
+                    WHERE d.id = %(document_id)s AND d.status = 'indexing'
+                      AND NOT {PAUSED_SQL.format(project_id="d.project_id")})
      ORDER BY w.position
      LIMIT 1
        FOR UPDATE OF w SKIP LOCKED

@@ -256,7 +256,6 @@ def _insert_drafts(*, document_id: int, drafts: Iterable[ChunkDraft], position_o
     chunks' ids in order. Only one batch of drafts is held at a time."""
     chunk_ids: list[int] = []
     for batch in _batches(drafts, INSERT_BATCH_SIZE):
-        now = timezone.now()
         chunks = Chunk.objects.bulk_create(
             [
                 Chunk(
@@ -269,7 +268,9 @@ def _insert_drafts(*, document_id: int, drafts: Iterable[ChunkDraft], position_o
                     start_offset=draft.start,
                     end_offset=draft.end,
                     status=ChunkStatus.PENDING,
-                    dispatched_at=now,
+                    # Waiting for its task; _finish_parsing marks the first
+                    # window sent, dispatch_next the others one by one.
+                    dispatched_at=None,
                 )
                 for draft in batch
             ]
@@ -358,6 +359,10 @@ def _finish_parsing(
     document_id, generation = document.id, document.generation
     priority = Job.objects.filter(id=job_id).values_list("priority", flat=True).first() or Job.Priority.NORMAL
     if to_embed:
+        # The first window is marked sent in the parse's own transaction, so
+        # no reconciler ever sees the run with every chunk waiting and none
+        # in flight (a stalled window) before dispatch_chord has sent it.
+        Chunk.objects.filter(id__in=to_embed[: settings.MIRAGE_DISPATCH_WINDOW]).update(dispatched_at=timezone.now())
         transaction.on_commit(
             lambda: dispatch_chord(
                 chunk_ids=to_embed, document_id=document_id, generation=generation, chord_id=chord_id, priority=priority

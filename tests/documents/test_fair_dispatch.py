@@ -98,3 +98,21 @@ def test_priority_is_taken_on_upload_reindex_and_retry(client, django_user_model
     Chunk.objects.create(document=document, position=0, content="x", content_sha256="x", status="error")
     retry = api.post(f"/api/v1/documents/{document.id}/retry/", {"priority": "high"}, format="json")
     assert retry.status_code == 202 and retry.json()["priority"] == "high"
+
+
+def test_the_next_waiting_chunk_is_read_from_the_waiting_index_and_the_document_checked_once(settings):
+    # The statement once joined the document and the pauses to every pending
+    # chunk of the document and sorted them all, once per finished chunk.
+    from django.db import connection
+
+    from documents.services.dispatch import _NEXT_SQL
+
+    document, _ = indexing_document(["pending"] * 6)
+    Chunk.objects.filter(document=document).update(dispatched_at=None)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + _NEXT_SQL, {"document_id": document.id})
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "chunk_waiting_idx" in plan
+    assert "InitPlan" in plan and "One-Time Filter" in plan
+    assert "Sort" not in plan

@@ -316,3 +316,19 @@ def test_stored_chunks_carry_their_offsets_in_the_extracted_text(dispatched, dja
     assert len(chunks) > 1
     for chunk in chunks:
         assert "".join(text[chunk.start_offset : chunk.end_offset].split()) == "".join(chunk.content.split())
+
+
+def test_a_parse_stores_its_chunks_waiting_and_marks_only_the_first_window_sent(
+    settings, dispatched, django_capture_on_commit_callbacks
+):
+    # Windowed dispatch sends the rest one by one; a parse that marked every
+    # chunk sent made dispatch_chord write every chunk row a second time.
+    settings.MIRAGE_DISPATCH_WINDOW = 3
+    document, job = running_index(markdown_document(sections=7))
+
+    parse(document, job, django_capture_on_commit_callbacks)
+
+    sent = Chunk.objects.filter(document=document, dispatched_at__isnull=False)
+    assert sorted(sent.values_list("position", flat=True)) == [0, 1, 2]
+    assert Chunk.objects.filter(document=document, dispatched_at__isnull=True).count() == 5
+    assert len(dispatched) == 1
