@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('documents', '0008_project_quotas'),
+        ('documents', '0009_embedder_migration'),
     ]
 
     operations = [
