@@ -253,3 +253,12 @@ def test_docker_compose_accepts_the_file_and_insists_on_the_secrets(tmp_path):
     )
     assert refused.returncode != 0
     assert any(name in refused.stderr for name in REQUIRED_ENVIRONMENT)
+
+
+def test_the_web_tier_runs_several_processes_in_compose_and_make_run(services):
+    # One uvicorn process uses one core for the API's Python work.
+    shell_command = command_of(services["web"])[-1]
+    uvicorn = shlex.split(shell_command.split("&&")[2])
+    assert option(uvicorn, "--workers") == "${MIRAGE_WEB_WORKERS:-2}"
+    procfile = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert option(shlex.split(procfile["web"]), "--workers") == "${MIRAGE_WEB_WORKERS:-2}"
