@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from documents import search, selectors
 from documents.models import Document, Project
+from mirage import launch
 from mirage.celery import app as celery_app
 
 DEMO_PROJECT = "demo"
@@ -61,28 +61,14 @@ class Command(BaseCommand):
         log = base / ".mirage" / "demo-worker.log"
         log.parent.mkdir(exist_ok=True)
         self.stdout.write(f"starting a Celery worker with beat (log: {log})")
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "mirage",
-            "worker",
-            "--beat",
-            # Threads: the embed tasks share one micro-batcher and one model.
-            "-Q",
-            "ingest,embed,maintenance",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "8",
-            "-n",
-            f"demo-{os.getpid()}@%h",
-            "-l",
-            "info",
-            "--schedule",
-            str(base / ".mirage" / "demo-beat-schedule"),
-        ]
+        # Threads: the embed tasks share one micro-batcher and one model.
+        command = launch.celery_worker(
+            queues="ingest,embed,maintenance",
+            node=f"demo-{os.getpid()}@%h",
+            pool="threads",
+            concurrency=8,
+            options=("--beat", "--schedule", str(base / ".mirage" / "demo-beat-schedule")),
+        )
         with open(log, "ab") as handle:
             return subprocess.Popen(command, cwd=base, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 
