@@ -297,6 +297,9 @@ def _default_redis_prefix(database: dict) -> str:
 # counters (Celery's `global_keyprefix`, for the transport and the backend).
 MIRAGE_REDIS_PREFIX = env("MIRAGE_REDIS_PREFIX", default="") or _default_redis_prefix(DATABASES["default"])
 CELERY_BROKER_URL = MIRAGE_REDIS_URL
+# kombu's Redis transport, with one Redis client per channel instead of one
+# per message sent (mirage/broker.py).
+CELERY_BROKER_TRANSPORT = "mirage.broker:Transport"
 CELERY_RESULT_BACKEND = MIRAGE_REDIS_URL
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
