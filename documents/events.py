@@ -1,4 +1,4 @@
-"""Document events and dispatch markers, both kept in Redis."""
+"""Document events, dispatch markers and finished-chunk counts, all kept in Redis."""
 
 from __future__ import annotations
 
@@ -78,6 +78,36 @@ def mark_dispatched(*, document_id: int, generation: int) -> None:
         common_events.client().set(_marker(document_id, generation), 1, ex=DISPATCH_MARKER_TTL_SECONDS)
     except redis.RedisError as exc:
         logger.warning("dispatch marker for document %s not written: %s", document_id, exc)
+
+
+def _finished(document_id: int, generation: int) -> str:
+    return common_events.redis_key("finished", document_id, generation)
+
+
+def count_finished(*, document_id: int, generation: int) -> int | None:
+    """Count one more finished chunk of this run and return the run's count
+    so far (windowed dispatch sends the next block at every block-th).
+    None when Redis cannot be reached: the caller then sends one chunk for
+    one, as if every count were a block's end."""
+    key = _finished(document_id, generation)
+    try:
+        pipe = common_events.client().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, DISPATCH_MARKER_TTL_SECONDS)
+        count, _ = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("finished-chunk count of document %s not kept: %s", document_id, exc)
+        return None
+    return count
+
+
+def forget_run(*, document_id: int, generation: int) -> None:
+    """A finished run's keys (its dispatch marker and finished count) are
+    of no more use: nothing of the run waits in the broker."""
+    try:
+        common_events.client().delete(_marker(document_id, generation), _finished(document_id, generation))
+    except redis.RedisError as exc:
+        logger.warning("keys of document %s's finished run not removed: %s", document_id, exc)
 
 
 def documents_missing_dispatch_marker(runs) -> list[tuple[int, int]]:

@@ -3,8 +3,11 @@ re-dispatches, and the task that does a document job's work.
 
 Windowed dispatch: a run keeps at most MIRAGE_DISPATCH_WINDOW of its chunks'
 tasks in the broker. The rest wait in PostgreSQL, `pending` with no
-`dispatched_at`; each embed task that finishes sends the document's next
-waiting chunk (`dispatch_next`), with the same chord. The broker's embed
+`dispatched_at`; as embed tasks finish, the next waiting chunks are sent,
+with the same chord, a block at a time (`window_block()`, a quarter of the
+window): the task that finishes a run's block-th, 2*block-th, ... chunk
+(a counter per run in Redis, `events.count_finished`) sends the next block
+in one statement and on one producer (`dispatch_next`). The broker's embed
 queue therefore holds a few dozen tasks per indexing document, not every
 chunk of every document, and a document that arrives later is embedded
 alongside the earlier ones instead of behind them: fair across documents
@@ -42,7 +45,7 @@ def dispatch_chord(
 ) -> None:
     """One embed_chunk task per chunk; finalize_document (task id `chord_id`)
     runs when all have returned. The first MIRAGE_DISPATCH_WINDOW tasks are
-    sent now, the others one by one as earlier ones finish (dispatch_next).
+    sent now, the others a block at a time as earlier ones finish (dispatch_next).
 
     A Celery chord, sent as celery.chord sends one to the Redis result
     backend (every task carries the callback, its group and its index; the
@@ -78,13 +81,20 @@ def _send(*, chunk_ids: list[int], priority: str, chord=None, group_id: str | No
             )
 
 
-# Takes the document's next chunk that waits for its task (pending, never
-# sent) and marks it sent, in one statement; SKIP LOCKED lets two finishing
-# tasks take two different chunks. A document no longer indexing, or a
-# paused one, sends nothing (resume starts its window again). The document
-# is checked once (an InitPlan), not once per chunk row, and the waiting
-# chunk is the first entry of chunk_waiting_idx: the statement's cost does
-# not grow with the document.
+def window_block() -> int:
+    """How many waiting chunks a finishing task sends at once: a quarter of
+    the window (at least one), so a run keeps between three quarters of
+    the window and the whole window in the broker."""
+    return max(1, settings.MIRAGE_DISPATCH_WINDOW // 4)
+
+
+# Takes the document's next chunks that wait for their tasks (pending, never
+# sent) and marks them sent, in one statement; SKIP LOCKED lets two finishing
+# tasks take different chunks. A document no longer indexing, or a paused
+# one, sends nothing (resume starts its window again). The document is
+# checked once (an InitPlan), not once per chunk row, and the waiting chunks
+# are the first entries of chunk_waiting_idx: the statement's cost does not
+# grow with the document.
 _NEXT_SQL = f"""
 WITH next AS (
     SELECT w.id FROM documents_chunk AS w
@@ -93,7 +103,7 @@ WITH next AS (
                     WHERE d.id = %(document_id)s AND d.status = 'indexing'
                       AND NOT {PAUSED_SQL.format(project_id="d.project_id")})
      ORDER BY w.position
-     LIMIT 1
+     LIMIT %(count)s
        FOR UPDATE OF w SKIP LOCKED
 )
 UPDATE documents_chunk AS c SET dispatched_at = now() FROM next WHERE c.id = next.id
@@ -101,21 +111,25 @@ RETURNING c.id, c.position
 """
 
 
-def dispatch_next(*, document_id: int, priority: str, chord: dict | None, group_id: str | None) -> int | None:
-    """Send the document's next waiting chunk, in the same chord as the task
-    that just finished (none for a re-dispatched task). Returns its id, or
-    None when nothing waits."""
+def dispatch_next(
+    *, document_id: int, priority: str, chord: dict | None, group_id: str | None, count: int = 1
+) -> list[int]:
+    """Send the document's next `count` waiting chunks (in position order),
+    in the same chord as the task that just finished (none for a
+    re-dispatched task). Returns their ids: empty when nothing waits."""
     with connection.cursor() as cursor:
-        cursor.execute(_NEXT_SQL, {"document_id": document_id})
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    chunk_id, position = row
+        cursor.execute(_NEXT_SQL, {"document_id": document_id, "count": count})
+        rows = sorted(cursor.fetchall(), key=lambda row: row[1])
+    if not rows:
+        return []
     options = {"priority": broker_priority(priority), "add_to_parent": False}
-    if chord:
-        options.update(chord=signature(chord), group_id=group_id, group_index=position)
-    signature("documents.embed_chunk", args=[chunk_id]).apply_async(**options)
-    return chunk_id
+    callback = signature(chord) if chord else None
+    with current_app.producer_or_acquire() as producer:
+        for chunk_id, position in rows:
+            if callback is not None:
+                options.update(chord=callback, group_id=group_id, group_index=position)
+            signature("documents.embed_chunk", args=[chunk_id]).apply_async(producer=producer, **options)
+    return [chunk_id for chunk_id, _ in rows]
 
 
 def dispatch_chunks(chunk_ids: list[int]) -> None:

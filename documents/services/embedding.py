@@ -17,7 +17,7 @@ from documents.coalescing import Coalescer
 from documents.embeddings import batching, get_batcher
 from documents.embeddings.base import EmbeddingError, PermanentEmbeddingError, TransientEmbeddingError
 from documents.models import Chunk
-from documents.services.dispatch import dispatch_next
+from documents.services.dispatch import dispatch_next, window_block
 from documents.services.finishing import document_chunk_counts, document_finalize
 from documents.services.transitions import chunk_transition_claimed, chunks_claim, chunks_store_vectors
 from jobs import services as job_services
@@ -170,10 +170,11 @@ class EmbedOutcome:
 
 
 def chunk_embed(*, chunk_id: int, chord: dict | None = None, group_id: str | None = None) -> EmbedOutcome:
-    """Claim, embed and store one chunk; then send the document's next
-    waiting chunk (windowed dispatch, in the same `chord` and `group_id` as
-    this task), or, when none waits and none is in flight, finalise the
-    document (so a run always ends, whether or not its chord completes).
+    """Claim, embed and store one chunk; then, at the end of a block, send
+    the document's next waiting chunks (windowed dispatch, in the same
+    `chord` and `group_id` as this task), or, when none waits and none is in
+    flight, finalise the document (so a run always ends, whether or not its
+    chord completes).
 
     Transient provider failures give the chunk back (`pending`) and ask for a
     retry until MIRAGE_CHUNK_MAX_ATTEMPTS; permanent ones, and the last
@@ -196,7 +197,23 @@ def chunk_embed(*, chunk_id: int, chord: dict | None = None, group_id: str | Non
 
 
 def _continue_window(claim: ClaimedChunk, *, chord: dict | None, group_id: str | None) -> None:
-    if dispatch_next(document_id=claim.document_id, priority=claim.priority, chord=chord, group_id=group_id):
+    """Every block-th finished chunk of a run sends the next block of
+    waiting chunks; the run's last (by count) finalises the document when
+    none waits and none is in flight. Without Redis's count, every chunk
+    sends one and checks."""
+    finished = events.count_finished(document_id=claim.document_id, generation=claim.generation)
+    block = window_block()
+    if finished is None or finished % block == 0:
+        sent = dispatch_next(
+            document_id=claim.document_id,
+            priority=claim.priority,
+            chord=chord,
+            group_id=group_id,
+            count=1 if finished is None else block,
+        )
+        if sent:
+            return
+    if finished is not None and claim.chunks_in_run and finished < claim.chunks_in_run:
         return
     if not Chunk.objects.filter(document_id=claim.document_id, status__in=Chunk.ACTIVE_STATUSES).exists():
         document_finalize(document_id=claim.document_id, generation=claim.generation)

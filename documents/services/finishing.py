@@ -10,6 +10,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from common import history
+from documents import events
 from documents.models import Chunk, Document
 from documents.services.transitions import document_transition, lock_job_and_document
 from documents.status import derive_document_status
@@ -63,6 +64,8 @@ def document_finalize(
             error_message=error_message,
             **usable_fields,
         )
+        finished_run = document.generation
+        transaction.on_commit(lambda: events.forget_run(document_id=document_id, generation=finished_run))
         if document.current_job_id:
             counters = {"chunks_failed": failed, "files_indexed": 1 if status != DocStatus.ERROR else 0}
             if status in (DocStatus.READY, DocStatus.PARTIAL):

@@ -269,7 +269,7 @@ def _insert_drafts(*, document_id: int, drafts: Iterable[ChunkDraft], position_o
                     end_offset=draft.end,
                     status=ChunkStatus.PENDING,
                     # Waiting for its task; _finish_parsing marks the first
-                    # window sent, dispatch_next the others one by one.
+                    # window sent, dispatch_next the others a block at a time.
                     dispatched_at=None,
                 )
                 for draft in batch

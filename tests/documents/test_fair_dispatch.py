@@ -53,6 +53,31 @@ def test_a_run_sends_a_window_then_one_task_per_finished_chunk_and_always_finali
     assert Job.objects.get(id=job.id).status == "completed"
 
 
+def test_a_larger_window_is_refilled_a_block_at_a_time_and_the_run_forgotten_once_final(
+    published, settings, redis_client, django_capture_on_commit_callbacks
+):
+    settings.MIRAGE_DISPATCH_WINDOW = 8  # blocks of 2
+    document, job = indexing_document(["pending"] * 13)
+    ids = list(Chunk.objects.filter(document=document).order_by("position").values_list("id", flat=True))
+    services.dispatch_chord(chunk_ids=ids, document_id=document.id, generation=document.generation, chord_id="c")
+    assert [chunk_id for chunk_id, _ in embed_tasks(published)] == ids[:8]
+
+    sent_after = []
+    with django_capture_on_commit_callbacks(execute=True):
+        for chunk_id in ids:
+            assert services.chunk_embed(chunk_id=chunk_id).status == "ready"
+            sent_after.append(len(embed_tasks(published)))
+    # Every second finished chunk sends the next two waiting ones (the last
+    # block is the one chunk left); never more than the window in flight.
+    assert sent_after == [8, 10, 10, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13]
+    assert [chunk_id for chunk_id, _ in embed_tasks(published)] == ids
+    assert Document.objects.get(id=document.id).status == "ready"
+    assert Job.objects.get(id=job.id).status == "completed"
+    # The run's dispatch marker and finished count are gone with it.
+    run_keys = [events._marker(document.id, document.generation), events._finished(document.id, document.generation)]
+    assert redis_client.exists(*run_keys) == 0
+
+
 def test_a_window_whose_tasks_were_all_lost_is_restarted_by_the_reconciler(published, settings):
     settings.MIRAGE_DISPATCH_WINDOW = 2
     document, _ = indexing_document(["ready", "pending", "pending", "pending"])
@@ -118,7 +143,7 @@ def test_the_next_waiting_chunk_is_read_from_the_waiting_index_and_the_document_
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE documents_chunk")
         cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + _NEXT_SQL, {"document_id": document.id})
+        cursor.execute("EXPLAIN " + _NEXT_SQL, {"document_id": document.id, "count": 16})
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "chunk_waiting_idx" in plan, plan
     assert "InitPlan" in plan and "One-Time Filter" in plan
