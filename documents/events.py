@@ -84,28 +84,48 @@ def _finished(document_id: int, generation: int) -> str:
     return common_events.redis_key("finished", document_id, generation)
 
 
-def count_finished(*, document_id: int, generation: int) -> int | None:
-    """Count one more finished chunk of this run and return the run's count
-    so far (windowed dispatch sends the next block at every block-th).
-    None when Redis cannot be reached: the caller then sends one chunk for
-    one, as if every count were a block's end."""
-    key = _finished(document_id, generation)
+def _drained(document_id: int, generation: int) -> str:
+    return common_events.redis_key("drained", document_id, generation)
+
+
+def count_finished(*, document_id: int, generation: int) -> tuple[int, bool] | None:
+    """Count one more finished chunk of this run; returns the run's count so
+    far (windowed dispatch sends the next block at every block-th) and
+    whether no chunk of the run waits to be sent any more (its tail: each
+    finishing task then checks whether it was the last). None when Redis
+    cannot be reached: the caller then sends one chunk for one and checks,
+    as if every count were a block's end."""
+    finished = _finished(document_id, generation)
     try:
         pipe = common_events.client().pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, DISPATCH_MARKER_TTL_SECONDS)
-        count, _ = pipe.execute()
+        pipe.incr(finished)
+        pipe.expire(finished, DISPATCH_MARKER_TTL_SECONDS)
+        pipe.exists(_drained(document_id, generation))
+        count, _, drained = pipe.execute()
     except redis.RedisError as exc:
         logger.warning("finished-chunk count of document %s not kept: %s", document_id, exc)
         return None
-    return count
+    return count, bool(drained)
+
+
+def mark_drained(*, document_id: int, generation: int, drained: bool = True) -> None:
+    """Say whether every chunk of the run has been sent (none waits)."""
+    key = _drained(document_id, generation)
+    try:
+        if drained:
+            common_events.client().set(key, 1, ex=DISPATCH_MARKER_TTL_SECONDS)
+        else:
+            common_events.client().delete(key)
+    except redis.RedisError as exc:
+        logger.warning("dispatch state of document %s not written: %s", document_id, exc)
 
 
 def forget_run(*, document_id: int, generation: int) -> None:
-    """A finished run's keys (its dispatch marker and finished count) are
-    of no more use: nothing of the run waits in the broker."""
+    """A finished run's keys (its dispatch marker, finished count and
+    drained flag) are of no more use: nothing of the run waits in the broker."""
+    keys = (_marker(document_id, generation), _finished(document_id, generation), _drained(document_id, generation))
     try:
-        common_events.client().delete(_marker(document_id, generation), _finished(document_id, generation))
+        common_events.client().delete(*keys)
     except redis.RedisError as exc:
         logger.warning("keys of document %s's finished run not removed: %s", document_id, exc)
 

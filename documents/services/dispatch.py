@@ -7,7 +7,9 @@ tasks in the broker. The rest wait in PostgreSQL, `pending` with no
 with the same chord, a block at a time (`window_block()`, a quarter of the
 window): the task that finishes a run's block-th, 2*block-th, ... chunk
 (a counter per run in Redis, `events.count_finished`) sends the next block
-in one statement and on one producer (`dispatch_next`). The broker's embed
+in one statement and on one producer (`dispatch_next`). Once none waits
+(the run is "drained"), each finishing task checks whether it was the
+run's last and finalises the document. The broker's embed
 queue therefore holds a few dozen tasks per indexing document, not every
 chunk of every document, and a document that arrives later is embedded
 alongside the earlier ones instead of behind them: fair across documents
@@ -65,6 +67,7 @@ def dispatch_chord(
         Chunk.objects.filter(id__in=waiting, dispatched_at__isnull=False).update(dispatched_at=None)
     _send(chunk_ids=first, priority=priority, chord=callback, group_id=group_id, first_index=0)
     events.mark_dispatched(document_id=document_id, generation=generation)
+    events.mark_drained(document_id=document_id, generation=generation, drained=not waiting)
 
 
 def _send(*, chunk_ids: list[int], priority: str, chord=None, group_id: str | None = None, first_index: int = 0):

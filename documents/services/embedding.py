@@ -198,23 +198,25 @@ def chunk_embed(*, chunk_id: int, chord: dict | None = None, group_id: str | Non
 
 def _continue_window(claim: ClaimedChunk, *, chord: dict | None, group_id: str | None) -> None:
     """Every block-th finished chunk of a run sends the next block of
-    waiting chunks; the run's last (by count) finalises the document when
-    none waits and none is in flight. Without Redis's count, every chunk
-    sends one and checks."""
-    finished = events.count_finished(document_id=claim.document_id, generation=claim.generation)
-    block = window_block()
-    if finished is None or finished % block == 0:
-        sent = dispatch_next(
-            document_id=claim.document_id,
-            priority=claim.priority,
-            chord=chord,
-            group_id=group_id,
-            count=1 if finished is None else block,
-        )
-        if sent:
+    waiting chunks. Once none waits (the run's tail), each finishing task
+    finalises the document if no chunk is in flight any more. Without
+    Redis's count, every task sends one chunk and, when none waits, checks."""
+    counted = events.count_finished(document_id=claim.document_id, generation=claim.generation)
+    if counted is None:
+        if dispatch_next(document_id=claim.document_id, priority=claim.priority, chord=chord, group_id=group_id):
             return
-    if finished is not None and claim.chunks_in_run and finished < claim.chunks_in_run:
-        return
+    else:
+        finished, drained = counted
+        block = window_block()
+        if not drained:
+            if finished % block:
+                return
+            sent = dispatch_next(
+                document_id=claim.document_id, priority=claim.priority, chord=chord, group_id=group_id, count=block
+            )
+            if len(sent) == block:
+                return
+            events.mark_drained(document_id=claim.document_id, generation=claim.generation)
     if not Chunk.objects.filter(document_id=claim.document_id, status__in=Chunk.ACTIVE_STATUSES).exists():
         document_finalize(document_id=claim.document_id, generation=claim.generation)
 
