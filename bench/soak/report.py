@@ -117,7 +117,9 @@ def redis_memory(run: dict, documents: int) -> list[Result]:
 def postgres(run: dict) -> list[Result]:
     tables = run["postgres"]
     chunk = tables["documents_chunk"]
-    chunks = chunk["live"] or sum(run["truth"]["chunks"].values())
+    # The counter outlives TRUNCATE: only the runs during the soak count.
+    runs = chunk["autovacuum_count"] - run["postgres_start"]["documents_chunk"]["autovacuum_count"]
+    chunks = sum(run["truth"]["chunks"].values())
     dead_share = chunk["dead"] / (chunk["live"] + chunk["dead"]) if chunk["live"] + chunk["dead"] else None
     others = ", ".join(
         f"{name} {_mb(entry['total_bytes'])}" for name, entry in tables.items() if "total_bytes" in entry
@@ -132,8 +134,8 @@ def postgres(run: dict) -> list[Result]:
             met=None,
             notes=[
                 f"chunk table: heap {_mb(chunk['heap_bytes'])}, indexes {_mb(chunk['index_bytes'])}, "
-                f"with TOAST {_mb(chunk['total_bytes'])}; sizes: {others} (uploaded files are stored in "
-                "the database, MIRAGE_FILE_STORAGE=database)"
+                f"with TOAST {_mb(chunk['total_bytes'])}; sizes: {others} (MIRAGE_FILE_STORAGE="
+                f"{run['file_storage']}: with `database` the uploaded files are in the database)"
             ],
         ),
         Result(
@@ -144,14 +146,18 @@ def postgres(run: dict) -> list[Result]:
             goal="stated",
             met=None,
             notes=[
-                f"autovacuum ran {chunk['autovacuum_count']} times on the chunk table; "
+                f"autovacuum ran {runs} times on the chunk table during the soak"
                 + (
-                    f"its last run {chunk['last_autovacuum'] - run['all_final']:+.0f} s from the moment every "
+                    f", the last {chunk['last_autovacuum'] - run['all_final']:+.0f} s from the moment every "
                     "document was final"
-                    if chunk["last_autovacuum"]
-                    else "never"
+                    if runs
+                    else ""
                 )
-                + ("" if run["vacuum_settled"] else "; still above autovacuum's threshold when the soak stopped")
+                + (
+                    "; below autovacuum's threshold at the end"
+                    if run["vacuum_settled"]
+                    else "; still above autovacuum's threshold when the soak stopped"
+                )
             ],
         ),
     ]
@@ -173,17 +179,24 @@ def resident(run: dict, start: float, end: float) -> list[Result]:
                 ratio=growth,
                 goal=f"<= {RESIDENT_GROWTH_GOAL:.2f}" if goal else "stated",
                 met=(growth is not None and growth <= RESIDENT_GROWTH_GOAL) if goal else None,
-                notes=(
-                    [
-                        "each incarnation of the embed worker lives one kill interval; the quarters' medians "
-                        "cover several"
-                    ]
-                    if role == "embed"
-                    else []
-                ),
+                notes=_resident_notes(role, first, last, settings=run["settings"], load=end - start),
             )
         )
     return found
+
+
+def _resident_notes(role: str, first, last, *, settings: dict, load: float) -> list[str]:
+    notes = []
+    if role == "embed":
+        notes.append(
+            "each incarnation of the embed worker lives one kill interval; the quarters' medians cover several"
+        )
+    if first is None or last is None:
+        notes.append(
+            f"no sample in the first or the last quarter of a {load:.0f}-s load (one every "
+            f"{settings['sample_seconds']:.0f} s): run more documents"
+        )
+    return notes
 
 
 def api_reads(run: dict, start: float, end: float) -> Result:

@@ -65,6 +65,9 @@ def _raise_stopped(signum, frame) -> None:
 def soak(settings: SoakSettings) -> dict:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stopped)
+    # Ctrl-C unwinds even where the shell started the soak with SIGINT
+    # ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     env.configure()
     with contextlib.ExitStack() as stack:
         private_redis = not os.environ.get("MIRAGE_BENCH_REDIS_URL")
@@ -171,6 +174,8 @@ def _soak(settings: SoakSettings, stack: contextlib.ExitStack, groups: list[Proc
     redis_client = env.redis_client()
     prefix = django_settings.MIRAGE_REDIS_PREFIX
     baseline_redis = sampling.redis_keys(redis_client, prefix)
+    # PostgreSQL's autovacuum counters outlive TRUNCATE: kept to subtract.
+    postgres_start = sampling.table_statistics()
 
     shared = Shared(backlog_limit=settings.backlog)
     stack.callback(shared.stop.set)
@@ -244,6 +249,7 @@ def _soak(settings: SoakSettings, stack: contextlib.ExitStack, groups: list[Proc
         "settings": dataclasses.asdict(settings),
         "chunks_per_document": per_document,
         "private_redis": private_redis,
+        "file_storage": django_settings.MIRAGE_FILE_STORAGE,
         "started": started,
         "load_started": load_started,
         "load_ended": load_ended,
@@ -262,6 +268,7 @@ def _soak(settings: SoakSettings, stack: contextlib.ExitStack, groups: list[Proc
         "monitor_errors": monitor.errors,
         "redis": {"baseline": baseline_redis, "all_final": at_final_redis, "end": end_redis},
         "postgres": postgres,
+        "postgres_start": postgres_start,
         "mirage_check": check,
         "truth": truth,
         "sse": [
