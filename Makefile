@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # to a process: most of its time is waiting on workers, leases and faults.
 TEST_PROCESSES ?= 2
 
-.PHONY: help venv services services-down migrate run demo test test-unit test-e2e test-multihost browser prometheus ocr netns-tools lint bench clean
+.PHONY: help venv services services-down migrate run demo test test-unit test-e2e test-multihost browser prometheus ocr netns-tools lint bench soak clean
 
 help:
 	@echo "make demo        set up, run the pipeline on real documents, print results"
@@ -23,6 +23,7 @@ help:
 	@echo "make run         the whole stack in the foreground (web :8000, workers, beat, Flower :5555)"
 	@echo "make services    start the database and broker (idempotent)"
 	@echo "make bench       the benchmarks (prints one table)"
+	@echo "make soak        the soak: 5,000 documents under load with worker kills (hours; not part of make test)"
 
 $(DEPS_STAMP): $(REQUIREMENTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -117,6 +118,11 @@ lint: $(DEPS_STAMP)
 
 bench: migrate
 	$(PY) -m bench $(BENCH_ARGS)
+
+# 5,000 documents x 50 chunks through the real pipeline under API load, the
+# embed worker SIGKILLed every 2 minutes (docs/benchmarks.md, "Soak").
+soak: migrate
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean: services-down
 	rm -rf .mirage

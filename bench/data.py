@@ -3,6 +3,7 @@ corpus, and running one document through the pipeline."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -62,9 +63,11 @@ CHUNK_COLUMNS = (
 )
 
 
+@functools.cache
 def corpus_words(limit: int | None = None) -> list[str]:
     """Words of the corpus's English prose (plain text and Markdown), in
-    reading order: real vocabulary with real frequencies."""
+    reading order: real vocabulary with real frequencies. Read once per
+    process; callers must not change the list."""
     words: list[str] = []
     for folder in ("text", "markdown"):
         for path in sorted((env.CORPUS / folder).glob("*")):

@@ -132,14 +132,19 @@ def check_redis_unshared() -> None:
 
 
 def reset_state() -> None:
-    """Empty every table the benchmarks fill and Redis database 11: each
+    """Empty every table the benchmarks fill (the stored files and the
+    status history included) and the benchmark's Redis database: each
     benchmark starts from the same clean state."""
     from django.db import connection
 
+    from common.filestore.models import StoredBlock, StoredFile
+    from common.models import AuditEntry, StatusChange
+
+    history = ", ".join(model._meta.db_table for model in (StoredBlock, StoredFile, StatusChange, AuditEntry))
     with connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE documents_chunk, documents_document, documents_project_members, documents_project, "
-            "documents_embeddingcacheentry, jobs_job RESTART IDENTITY CASCADE"
+            f"documents_embeddingcacheentry, jobs_job, {history} RESTART IDENTITY CASCADE"
         )
     redis_client().flushdb()
     shutil.rmtree(MEDIA_ROOT, ignore_errors=True)

@@ -8,10 +8,14 @@ everything it started, whatever happened meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
+
+import psutil
 
 from bench import env
 from mirage import launch
@@ -36,6 +40,8 @@ class ProcessGroup:
         # The benchmark database's backends by pid, with the CPU seconds last
         # read: one that exits between two readings keeps what it had used.
         self._backends: dict[str, float] = {}
+        # Names of killed processes: a replacement appends to the same log.
+        self._killed: set[str] = set()
 
     def __enter__(self) -> ProcessGroup:
         return self
@@ -47,7 +53,7 @@ class ProcessGroup:
         return env.LOG_DIR / f"{self.label}-{name}.log"
 
     def spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        with open(self.log_path(name), "wb") as log:
+        with open(self.log_path(name), "ab" if name in self._killed else "wb") as log:
             process = subprocess.Popen(
                 command,
                 env=self.environment,
@@ -149,6 +155,33 @@ class ProcessGroup:
                 used["redis"] += seconds
         used["postgres"] = sum(self._backends.values())
         return used
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a started process with its children at once (a machine
+        losing it). Starting the same name again appends to its log."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        self._killed.add(name)
+
+    def resident_bytes(self) -> dict[str, int]:
+        """Resident memory of each started process with its children
+        (prefork pool processes), in bytes. Safe to call from another
+        thread while processes are killed and started."""
+        resident = {}
+        for name, process in list(self.processes.items()):
+            try:
+                parent = psutil.Process(process.pid)
+                members = [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            total = 0
+            for member in members:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    total += member.memory_info().rss
+            resident[name] = total
+        return resident
 
     def stop_all(self) -> None:
         for name in list(self.processes):

@@ -355,7 +355,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 5
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}, "global_keyprefix": MIRAGE_REDIS_PREFIX}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_RESULT_EXPIRES = 24 * 3600
+# Task results and chord counters are deleted from Redis this long after
+# they were written; a chord still unfinished then is finalized by the
+# reconciler. Keep it above MIRAGE_CHUNK_LEASE_SECONDS.
+CELERY_RESULT_EXPIRES = env.int("MIRAGE_RESULT_EXPIRES_SECONDS", default=24 * 3600)
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
