@@ -48,22 +48,33 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[4], 'data
 return 1
 """
 RANK_TTL_SECONDS = 7 * 24 * 3600
+# Once what a key ranks has ended (a finished job or run), its rank is kept
+# only this long: long enough to drop any late, older event, and nothing is
+# left in Redis per finished job or document after it.
+FINISHED_RANK_TTL_SECONDS = 600
 
 
-def publish_monotonic(*, project_id: int | None, event: str, data: dict, key: str, rank: int) -> None:
+def rank_key(key: str) -> str:
+    return redis_key("rank", key)
+
+
+def publish_monotonic(
+    *, project_id: int | None, event: str, data: dict, key: str, rank: int, ttl: int = RANK_TTL_SECONDS
+) -> None:
     """Publish unless an event with the same `key` and a rank at least as
     high was already published (progress never goes backwards, a final
-    status is never followed by an earlier one)."""
+    status is never followed by an earlier one). The rank is kept `ttl`
+    seconds."""
     if project_id is None:
         return
     try:
         client().eval(
             _PUBLISH_IF_HIGHER,
             2,
-            redis_key("rank", key),
+            rank_key(key),
             stream_key(project_id),
             rank,
-            RANK_TTL_SECONDS,
+            ttl,
             STREAM_MAX_LENGTH,
             event,
             json.dumps(data, default=str),

@@ -61,9 +61,13 @@ def publish_document_progress(*, document_id: int, generation: int, counts: dict
             "progress_percentage": percentage,
             "eta_seconds": eta,
         },
-        key=f"document:{document_id}:{generation}",
+        key=_progress_key(document_id, generation),
         rank=processed,
     )
+
+
+def _progress_key(document_id: int, generation: int) -> str:
+    return f"document:{document_id}:{generation}"
 
 
 def _marker(document_id: int, generation: int) -> str:
@@ -122,10 +126,16 @@ def mark_drained(*, document_id: int, generation: int, drained: bool = True) -> 
 
 def forget_run(*, document_id: int, generation: int) -> None:
     """A finished run's keys (its dispatch marker, finished count and
-    drained flag) are of no more use: nothing of the run waits in the broker."""
+    drained flag) are of no more use: nothing of the run waits in the
+    broker. Its progress rank is kept a little longer, to drop late events."""
     keys = (_marker(document_id, generation), _finished(document_id, generation), _drained(document_id, generation))
     try:
-        common_events.client().delete(*keys)
+        pipe = common_events.client().pipeline(transaction=False)
+        pipe.delete(*keys)
+        pipe.expire(
+            common_events.rank_key(_progress_key(document_id, generation)), common_events.FINISHED_RANK_TTL_SECONDS
+        )
+        pipe.execute()
     except redis.RedisError as exc:
         logger.warning("keys of document %s's finished run not removed: %s", document_id, exc)
 

@@ -37,8 +37,14 @@ _STATUS_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancel
 def publish_job(job) -> None:
     """`job.progress`: never older than what a client already received."""
     rank = _STATUS_RANK.get(job.status, 0) * 1000 + job.progress_percentage
+    finished = _STATUS_RANK.get(job.status, 0) == _STATUS_RANK["completed"]
     events.publish_monotonic(
-        project_id=job.project_id, event="job.progress", data=job_payload(job), key=f"job:{job.id}", rank=rank
+        project_id=job.project_id,
+        event="job.progress",
+        data=job_payload(job),
+        key=f"job:{job.id}",
+        rank=rank,
+        ttl=events.FINISHED_RANK_TTL_SECONDS if finished else events.RANK_TTL_SECONDS,
     )
 
 

@@ -8,6 +8,7 @@ from celery.signals import before_task_publish
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from common import events as common_events
 from documents import events, services
 from documents.models import Chunk, Document
 from jobs.models import Job
@@ -73,9 +74,17 @@ def test_a_larger_window_is_refilled_a_block_at_a_time_and_the_run_forgotten_onc
     assert [chunk_id for chunk_id, _ in embed_tasks(published)] == ids
     assert Document.objects.get(id=document.id).status == "ready"
     assert Job.objects.get(id=job.id).status == "completed"
-    # The run's dispatch marker and finished count are gone with it.
-    run_keys = [events._marker(document.id, document.generation), events._finished(document.id, document.generation)]
+    # The run's dispatch marker, count and drained flag are gone with it;
+    # its progress rank and its job's are kept only briefly (late events).
+    generation = document.generation
+    run_keys = [
+        events._marker(document.id, generation),
+        events._finished(document.id, generation),
+        events._drained(document.id, generation),
+    ]
     assert redis_client.exists(*run_keys) == 0
+    for key in (f"document:{document.id}:{generation}", f"job:{job.id}"):
+        assert 0 < redis_client.ttl(common_events.rank_key(key)) <= common_events.FINISHED_RANK_TTL_SECONDS
 
 
 def test_a_window_whose_tasks_were_all_lost_is_restarted_by_the_reconciler(published, settings):
