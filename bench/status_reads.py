@@ -74,6 +74,7 @@ def create_documents(project, count: int) -> None:
             now,
             now,
             now,
+            "",
         )
         for document in documents
         for position, status in enumerate(CHUNK_STATUSES[:CHUNKS_PER_DOCUMENT])
