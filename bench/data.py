@@ -60,6 +60,9 @@ CHUNK_COLUMNS = (
     "created_at",
     "updated_at",
     "dispatched_at",
+    # NOT NULL without a database default (Django's default is not one):
+    # COPY must name it.
+    "next_embedding_model",
 )
 
 

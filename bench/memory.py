@@ -127,6 +127,7 @@ def insert_rates(count: int) -> tuple[float, float]:
             now,
             now,
             now,
+            "",
         )
         for chunk in chunks
     ]

@@ -208,6 +208,7 @@ def load_history(documents: int) -> float:
                     long_ago,
                     long_ago,
                     long_ago,
+                    "",
                 )
                 for n in numbers
                 for position in range(CHUNKS_PER_DOCUMENT)

@@ -1,10 +1,14 @@
 """Row 3: status reads. The documents list with progress must cost the same
 number of SQL queries for 10 documents as for 1,000, and stay quick under
-20 concurrent clients (compared with /healthz under the same load)."""
+20 concurrent clients (compared with /healthz under the same load). Its CPU
+per page (the web process's and PostgreSQL's) is measured against the same
+page served the generic DRF way, DocumentSerializer over
+documents_with_progress, as the list was served before."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import statistics
 import threading
 import time
@@ -74,6 +78,7 @@ def create_documents(project, count: int) -> None:
             now,
             now,
             now,
+            "",
         )
         for document in documents
         for position, status in enumerate(CHUNK_STATUSES[:CHUNKS_PER_DOCUMENT])
@@ -147,6 +152,76 @@ def load_one(base_url: str, path: str, headers: dict) -> tuple[float, int]:
         return time.perf_counter() - started, response.status_code
 
 
+CPU_PAGES = 200
+
+
+def generic_list_view():
+    """The baseline: the list's page as DRF's generic path serves it (a
+    COUNT over the aggregating query, every document's chunks aggregated
+    before the page is cut, DocumentSerializer field by field), behind the
+    same authentication and rendering as the product's view."""
+    from common.api import paginate
+    from documents import selectors
+    from documents.api import serializers, views
+    from documents.models import Document
+
+    class GenericDocumentListApi(views.ProjectDocumentsApi):
+        def get(self, request, project_id: int):
+            project = views._project_for(request, project_id)
+            queryset = Document.objects.filter(project=project)
+            queryset = selectors.documents_with_progress(queryset).order_by("-created_at", "-id")
+            return paginate(self, request, queryset, serializers.DocumentSerializer)
+
+    return GenericDocumentListApi.as_view()
+
+
+def backend_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this process's PostgreSQL backend (its
+    /proc entry; None when the server runs where /proc cannot see it)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def page_cpu(view, project_id: int, token: str, *, pages: int) -> tuple[float, float | None]:
+    """CPU milliseconds per list page of `view`, called in this process
+    (DRF's dispatch, token authentication, the queries, JSON rendering; no
+    HTTP server, no middleware), and of the PostgreSQL backend answering it
+    over one persistent connection."""
+    from rest_framework.test import APIRequestFactory
+
+    factory = APIRequestFactory()
+    path = f"/api/v1/projects/{project_id}/documents/"
+
+    def serve() -> None:
+        response = view(factory.get(path, HTTP_AUTHORIZATION=f"Token {token}"), project_id=project_id)
+        response.render()
+        assert response.status_code == 200, response.content[:500]
+
+    for _ in range(5):
+        serve()
+    backend_before, started = backend_cpu_seconds(), time.process_time()
+    for _ in range(pages):
+        serve()
+    web = (time.process_time() - started) * 1000 / pages
+    backend_after = backend_cpu_seconds()
+    backend = None if backend_before is None else (backend_after - backend_before) * 1000 / pages
+    return web, backend
+
+
+def milliseconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
 def open_connections() -> int:
     from django.db import connection
 
@@ -202,6 +277,17 @@ def run(*, quick: bool) -> list[Result]:
         f"selector over all: {selector_small} and {selector_large}"
     )
 
+    from documents.api.views import ProjectDocumentsApi
+
+    pages = CPU_PAGES // 4 if quick else CPU_PAGES
+    say(f"  CPU per list page, {pages} pages of the {large}-document project each way, in this process")
+    product_web, product_backend = page_cpu(ProjectDocumentsApi.as_view(), large_project.id, token.key, pages=pages)
+    generic_web, generic_backend = page_cpu(generic_list_view(), large_project.id, token.key, pages=pages)
+    say(
+        f"    list view {product_web:.1f} ms web + {milliseconds(product_backend)} PostgreSQL per page; "
+        f"generic DRF path {generic_web:.1f} ms + {milliseconds(generic_backend)}"
+    )
+
     per_client = 5 if quick else 20
     health_per_client = 3 if quick else 5
     list_path = f"/api/v1/projects/{large_project.id}/documents/"
@@ -211,7 +297,9 @@ def run(*, quick: bool) -> list[Result]:
         say(f"  uvicorn up at {base_url}; one list request alone, then {CLIENTS} clients x {per_client}")
         alone, _ = load_one(base_url, list_path, headers)
         connections_before = open_connections()
+        web_cpu_before = group.cpu_seconds()["web"]
         list_latencies, list_codes = load(base_url, list_path, headers, requests_per_client=per_client)
+        web_cpu_per_page = (group.cpu_seconds()["web"] - web_cpu_before) * 1000 / max(1, len(list_latencies))
         connections_after = open_connections()
         say(
             f"    database connections of the benchmark database: {connections_before} before the load, "
@@ -224,7 +312,8 @@ def run(*, quick: bool) -> list[Result]:
     health_p95 = percentile(health_latencies, 0.95)
     say(
         f"    list alone {alone * 1000:.0f} ms; under load p50 {list_p50 * 1000:.0f} ms p95 {list_p95 * 1000:.0f} ms "
-        f"{list_codes}; healthz p50 {health_p50 * 1000:.0f} ms p95 {health_p95 * 1000:.0f} ms {health_codes}"
+        f"{list_codes}, web process CPU {web_cpu_per_page:.1f} ms per answered page; healthz p50 "
+        f"{health_p50 * 1000:.0f} ms p95 {health_p95 * 1000:.0f} ms {health_codes}"
     )
     health_unanswered = sum(count for outcome, count in health_codes.items() if not isinstance(outcome, int))
     return [
@@ -238,6 +327,21 @@ def run(*, quick: bool) -> list[Result]:
             notes=[
                 f"selectors.documents_with_progress over every document of the project: {selector_small} "
                 f"query for 10, {selector_large} for {large}"
+            ],
+        ),
+        Result(
+            row=f"3 status reads: CPU per list page ({large}-document project, 50 rows), list view vs generic DRF path",
+            measured=f"{product_web:.1f} ms",
+            baseline=f"{generic_web:.1f} ms",
+            ratio=product_web / generic_web,
+            goal="<= 0.50",
+            met=product_web <= 0.5 * generic_web,
+            notes=[
+                f"web CPU per page in one process ({pages} pages each way, DRF dispatch, token authentication, "
+                "queries and rendering, no HTTP server); PostgreSQL backend CPU per page "
+                f"{milliseconds(product_backend)} against {milliseconds(generic_backend)}; under the "
+                f"{CLIENTS}-client load below the uvicorn process used {web_cpu_per_page:.1f} ms per answered page "
+                "(its middleware, the ASGI handler and a database connection per request included)"
             ],
         ),
         Result(

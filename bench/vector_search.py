@@ -78,6 +78,7 @@ def load_chunks(projects_and_counts, *, documents_per_project: int) -> dict:
                     now,
                     now,
                     now,
+                    "",
                 )
             )
         offset += count

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, tzinfo
 
 import kombu.exceptions
 import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, JsonResponse
+from django.utils import timezone
 from django.views.defaults import page_not_found
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
@@ -53,6 +56,37 @@ def paginate(view, request, queryset, serializer_class):
     paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+def paginate_rows(view, request, queryset, rows: Callable[[list[int]], Sequence[dict]]):
+    """paginate() for a list whose rows are costly to select (aggregates,
+    joins): the count and the page's ids come from `queryset` alone, which
+    should be the plain filtered and ordered table, and `rows(ids)` builds
+    the page's results in the order of `ids`. The database then aggregates
+    the page's rows only, not every row the filter keeps."""
+    paginator = view.pagination_class()
+    ids = paginator.paginate_queryset(queryset.values_list("id", flat=True), request, view=view)
+    return paginator.get_paginated_response(rows(list(ids)))
+
+
+def response_now(context: dict) -> datetime:
+    """The instant a response's durations run to, read once per response and
+    kept in the serializer context: every row of a page, and a document and
+    its job, are measured to the same instant (a caller may set it)."""
+    now = context.get("now")
+    if now is None:
+        now = context["now"] = timezone.now()
+    return now
+
+
+def datetime_text(value: datetime | None, zone: tzinfo) -> str | None:
+    """What serializers.DateTimeField answers for an aware datetime (ISO
+    8601 in `zone`, the current time zone; `Z` for UTC), without building a
+    field: rows built by hand use it so they match the serializers'."""
+    if not value:
+        return None
+    text = value.astimezone(zone).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class PayloadTooLarge(exceptions.APIException):

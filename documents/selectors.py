@@ -3,18 +3,48 @@ documents it holds."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.db.models import Count, F, Min, Q, QuerySet
 
 from documents.models import Chunk, Document, Project
-from jobs import timing
+from jobs import registry, timing
 
 
 def documents_with_progress(queryset: QuerySet[Document] | None = None) -> QuerySet[Document]:
     """Annotate `chunks_total`, `chunks_processed` (chunks in a final state),
-    a count per chunk status, and the current job's `queue_position`."""
+    a count per chunk status, and the current job's `queue_position`; the
+    project and the current job come in the same query."""
     queryset = Document.objects.all() if queryset is None else queryset
+    return _with_progress(queryset.select_related("project", "current_job"))
+
+
+def documents_page_with_progress(ids: Sequence[int]) -> list[Document]:
+    """The documents with these ids, in the order of `ids`, annotated as by
+    documents_with_progress, with their current job but not their project
+    (a page of the API list does not show it). One query that aggregates
+    the chunks of these documents only; a document deleted since its id was
+    read is left out."""
+    if not ids:
+        return []
+    documents = _page_queryset(tuple(registry.limited_kinds())).filter(id__in=ids)
+    by_id = {document.id: document for document in documents}
+    return [by_id[document_id] for document_id in ids if document_id in by_id]
+
+
+@functools.lru_cache(maxsize=4)
+def _page_queryset(limited_kinds: tuple[str, ...]) -> QuerySet[Document]:
+    """The annotated queryset a page filters, built once: building its nine
+    annotations was about a third of the CPU of the query for a page. It is
+    never evaluated itself (each page filters a clone of it, as a view's
+    class-level queryset is). Keyed on the job kinds its queue-position
+    subquery names."""
+    return _with_progress(Document.objects.select_related("current_job"))
+
+
+def _with_progress(queryset: QuerySet[Document]) -> QuerySet[Document]:
     per_status = {
         f"chunks_{status}": Count("chunks", filter=Q(chunks__status=status)) for status in Chunk.Status.values
     }
@@ -28,7 +58,7 @@ def documents_with_progress(queryset: QuerySet[Document] | None = None) -> Query
             filter=Q(chunks__status__in=Chunk.FINAL_STATUSES, chunks__updated_at__gte=F("parsing_finished_at")),
         ),
         **per_status,
-    ).select_related("project", "current_job")
+    )
     return timing.with_queue_position(annotated, prefix="current_job__")
 
 

@@ -25,6 +25,7 @@ from common.api import (
     error_responses,
     history_of,
     paginate,
+    paginate_rows,
     validate_query,
 )
 from common.history import user_actor
@@ -104,8 +105,12 @@ class ProjectDocumentsApi(PaginatedApiMixin, APIView):
             queryset = queryset.filter(status=filters["status"])
         if "type" in filters:
             queryset = queryset.filter(file_type=filters["type"])
-        queryset = selectors.documents_with_progress(queryset).order_by("-created_at", "-id")
-        return paginate(self, request, queryset, s.DocumentSerializer)
+        return paginate_rows(
+            self,
+            request,
+            queryset.order_by("-created_at", "-id"),
+            lambda ids: s.document_rows(selectors.documents_page_with_progress(ids)),
+        )
 
     @extend_schema(
         request={"multipart/form-data": s.DocumentUploadSerializer},
