@@ -63,6 +63,9 @@ def publish_document_progress(*, document_id: int, generation: int, counts: dict
         },
         key=_progress_key(document_id, generation),
         rank=processed,
+        # Every chunk final: the run is over (its status event follows), so
+        # the rank is kept only briefly, whoever publishes last.
+        ttl=common_events.FINISHED_RANK_TTL_SECONDS if total and processed == total else common_events.RANK_TTL_SECONDS,
     )
 
 
@@ -92,24 +95,35 @@ def _drained(document_id: int, generation: int) -> str:
     return common_events.redis_key("drained", document_id, generation)
 
 
+# Counts a finished chunk only while the run's dispatch marker is there: a
+# task that finishes after its run was finalised (and its keys removed)
+# must not bring the count back for another week.
+_COUNT_FINISHED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local count = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return {count, redis.call('EXISTS', KEYS[3])}
+"""
+
+
 def count_finished(*, document_id: int, generation: int) -> tuple[int, bool] | None:
     """Count one more finished chunk of this run; returns the run's count so
     far (windowed dispatch sends the next block at every block-th) and
     whether no chunk of the run waits to be sent any more (its tail: each
-    finishing task then checks whether it was the last). None when Redis
-    cannot be reached: the caller then sends one chunk for one and checks,
-    as if every count were a block's end."""
-    finished = _finished(document_id, generation)
+    finishing task then checks whether it was the last). None when there is
+    no count: Redis cannot be reached, or the run's dispatch marker is gone
+    (the run was finalised, or Redis lost its data); the caller then sends
+    one chunk for one and checks, as if every count were a block's end."""
+    keys = (_marker(document_id, generation), _finished(document_id, generation), _drained(document_id, generation))
     try:
-        pipe = common_events.client().pipeline(transaction=False)
-        pipe.incr(finished)
-        pipe.expire(finished, DISPATCH_MARKER_TTL_SECONDS)
-        pipe.exists(_drained(document_id, generation))
-        count, _, drained = pipe.execute()
+        counted = common_events.client().eval(_COUNT_FINISHED, len(keys), *keys, DISPATCH_MARKER_TTL_SECONDS)
     except redis.RedisError as exc:
         logger.warning("finished-chunk count of document %s not kept: %s", document_id, exc)
         return None
-    return count, bool(drained)
+    if not counted:
+        return None
+    count, drained = counted
+    return int(count), bool(drained)
 
 
 def mark_drained(*, document_id: int, generation: int, drained: bool = True) -> None:

@@ -85,6 +85,15 @@ def test_a_larger_window_is_refilled_a_block_at_a_time_and_the_run_forgotten_onc
     assert redis_client.exists(*run_keys) == 0
     for key in (f"document:{document.id}:{generation}", f"job:{job.id}"):
         assert 0 < redis_client.ttl(common_events.rank_key(key)) <= common_events.FINISHED_RANK_TTL_SECONDS
+    # A task that finishes after its run was finalised counts nothing and
+    # brings no key back; a last progress event (every chunk final)
+    # published after the finish keeps its rank only briefly too.
+    assert events.count_finished(document_id=document.id, generation=generation) is None
+    assert redis_client.exists(*run_keys) == 0
+    progress = common_events.rank_key(f"document:{document.id}:{generation}")
+    redis_client.delete(progress)
+    events.publish_document_progress(document_id=document.id, generation=generation, counts={"ready": 13})
+    assert 0 < redis_client.ttl(progress) <= common_events.FINISHED_RANK_TTL_SECONDS
 
 
 def test_a_window_whose_tasks_were_all_lost_is_restarted_by_the_reconciler(published, settings):
