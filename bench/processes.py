@@ -22,7 +22,8 @@ from mirage import launch
 from mirage.devservices import stop_process_group
 
 # Worker settings from the Procfile.
-INGEST_QUEUES = "ingest,maintenance"
+INGEST_QUEUE = "ingest"
+MAINTENANCE_QUEUE = "maintenance"
 EMBED_QUEUE = "embed"
 
 
@@ -83,9 +84,12 @@ class ProcessGroup:
         return node
 
     def pipeline_workers(self, *, pool: str = "threads", concurrency: int = 8) -> tuple[str, str]:
-        """The production topology: an `ingest` worker (prefork, one process)
-        and an `embed` worker with the given pool and concurrency."""
-        ingest = self.celery_worker("ingest", queues=INGEST_QUEUES, pool="prefork", concurrency=1)
+        """The production topology: an `ingest` worker (prefork, one process),
+        a `maintenance` worker (threads x2, the reconcilers) and an `embed`
+        worker with the given pool and concurrency; returns the ingest and
+        embed workers' node names."""
+        ingest = self.celery_worker("ingest", queues=INGEST_QUEUE, pool="prefork", concurrency=1)
+        self.celery_worker("maintenance", queues=MAINTENANCE_QUEUE, pool="threads", concurrency=2)
         embed = self.celery_worker("embed", queues=EMBED_QUEUE, pool=pool, concurrency=concurrency)
         return ingest, embed
 

@@ -17,7 +17,7 @@ RESIDENT_GROWTH_GOAL = 1.10
 TICK_GOAL = 2.0
 TICKS_COMPARED = 5
 # Roles whose memory carries the goal; the others are stated.
-WORKERS = ("ingest", "embed")
+WORKERS = ("ingest", "maintenance", "embed")
 MB = 1024 * 1024
 RESULT_SHAPE = "celery-task-meta-<uuid>"
 
@@ -223,8 +223,8 @@ def api_reads(run: dict, start: float, end: float) -> Result:
 def reconciler_ticks(run: dict, start: float, end: float) -> list[Result]:
     """One row per reconciler that ran during the load: its first ticks
     (little history) against its last (the whole run's). Runs can be fewer
-    than beat's periods: the reconcilers share the ingest worker with the
-    parses, and beat's messages expire after one period."""
+    than beat's periods (beat's messages expire after one period) when the
+    maintenance worker falls behind."""
     found = []
     for name, interval in sorted(run["reconcile_intervals"].items()):
         points = [(tick["at"], tick["seconds"]) for tick in run["ticks"] if tick["reconciler"] == name]

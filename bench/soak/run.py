@@ -1,5 +1,5 @@
-"""The soak itself: the Procfile's processes (ingest and embed workers, beat,
-web) against the benchmark database and a Redis of its own, API clients
+"""The soak itself: the Procfile's processes (ingest, maintenance and embed
+workers, beat, web) against the benchmark database and a Redis of its own, API clients
 uploading and listening, the embed worker SIGKILLed on a schedule and
 started again, until every document is final; then the wait for task
 results to expire and for autovacuum, and the readings at the end.
@@ -164,7 +164,7 @@ def _soak(settings: SoakSettings, stack: contextlib.ExitStack, groups: list[Proc
     os.environ["MIRAGE_RESULT_EXPIRES_SECONDS"] = str(settings.result_expiry)
     group = stack.enter_context(ProcessGroup("soak"))
     groups.append(group)
-    say("  starting ingest (prefork 1), embed (threads 8), beat and web")
+    say("  starting ingest (prefork 1), maintenance (threads 2), embed (threads 8), beat and web")
     group.pipeline_workers(pool="threads", concurrency=8)
     schedule = env.WORK_DIR / "soak-beat-schedule"
     for stale in env.WORK_DIR.glob("soak-beat-schedule*"):

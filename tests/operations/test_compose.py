@@ -25,7 +25,7 @@ from mirage.celery import app as celery_app
 pytestmark = pytest.mark.unit
 
 ROOT = Path(settings.BASE_DIR)
-APP_SERVICES = {"web", "ingest", "embed", "beat", "flower"}
+APP_SERVICES = {"web", "ingest", "maintenance", "embed", "beat", "flower"}
 REQUIRED_ENVIRONMENT = {
     "MIRAGE_SECRET_KEY": "a-test-secret",
     "MIRAGE_FLOWER_BASIC_AUTH": "admin:a-test-password",
@@ -125,7 +125,7 @@ def test_services_wait_for_healthy_dependencies_and_start_in_order(services):
     assert graph["flower"] == {"redis"}
     # Beat's database scheduler needs the migrated tables: workers and beat
     # wait for the web container, whose healthcheck requires the migrations.
-    for name in ["ingest", "embed", "beat"]:
+    for name in ["ingest", "maintenance", "embed", "beat"]:
         assert "web" in graph[name] and order.index("web") < order.index(name)
     assert services["web"]["healthcheck"]["test"] == ["CMD", "python", "manage.py", "healthcheck", "--migrations"]
 
@@ -152,7 +152,7 @@ def test_every_management_command_named_in_the_stack_exists(services):
 
 def test_celery_commands_name_the_app_queues_and_scheduler_that_exist(services):
     consumed: set[str] = set()
-    for name in ["ingest", "embed", "beat", "flower"]:
+    for name in ["ingest", "maintenance", "embed", "beat", "flower"]:
         args = command_of(services[name])
         assert args[:3] == ["celery", "-A", "mirage"], name
         app = importlib.import_module(f"{args[2]}.celery").app
@@ -162,8 +162,10 @@ def test_celery_commands_name_the_app_queues_and_scheduler_that_exist(services):
             assert queues <= declared_queues(), (name, queues)
             consumed |= queues
 
-    assert command_of(services["ingest"])[3:6] == ["worker", "-Q", "ingest,maintenance"]
+    assert command_of(services["ingest"])[3:6] == ["worker", "-Q", "ingest"]
     assert option(command_of(services["ingest"]), "--concurrency") == "1"
+    # The reconcilers have a worker of their own: parses never hold them up.
+    assert command_of(services["maintenance"])[3:6] == ["worker", "-Q", "maintenance"]
     assert option(command_of(services["embed"]), "-Q") == "embed"
     # The micro-batcher needs the embed tasks of one worker on threads.
     assert option(command_of(services["embed"]), "--pool") == "threads"
@@ -184,7 +186,7 @@ def test_celery_commands_name_the_app_queues_and_scheduler_that_exist(services):
 def test_every_project_task_is_routed_to_a_queue_a_compose_worker_consumes(services):
     celery_app.loader.import_default_modules()
     consumed = set()
-    for name in ["ingest", "embed"]:
+    for name in ["ingest", "maintenance", "embed"]:
         consumed |= set(option(command_of(services[name]), "-Q").split(","))
     project_tasks = [name for name in celery_app.tasks if not name.startswith("celery.")]
     assert {"documents.parse_document", "documents.embed_chunk", "documents.finalize_document"} <= set(project_tasks)
