@@ -84,9 +84,10 @@ def _database_from_url(url: str) -> dict:
     config = environ.Env.db_url_config(url)
     # A Unix socket directory arrives percent-encoded in the host part.
     config["HOST"] = unquote(str(config.get("HOST") or ""))
-    # Web requests under ASGI open a connection per request thread; persistent
-    # connections there pile up (Django advises 0). Celery workers keep theirs
-    # (MIRAGE_WORKER_DATABASE_CONN_MAX_AGE, applied in mirage/celery.py).
+    # Web requests under ASGI run in a thread each; persistent connections
+    # there pile up (Django advises 0): the web process pools them instead
+    # (MIRAGE_WEB_DATABASE_POOL_SIZE, mirage/asgi.py). Celery workers keep
+    # theirs (MIRAGE_WORKER_DATABASE_CONN_MAX_AGE, applied in mirage/celery.py).
     config["CONN_MAX_AGE"] = env.int("MIRAGE_DATABASE_CONN_MAX_AGE", default=0)
     config["CONN_HEALTH_CHECKS"] = True
     if config["ENGINE"] == "django.db.backends.postgresql":
@@ -108,6 +109,11 @@ def _local_database_url() -> str:
 
 MIRAGE_DATABASE_URL = env("MIRAGE_DATABASE_URL", default="") or _local_database_url()
 MIRAGE_WORKER_DATABASE_CONN_MAX_AGE = env.int("MIRAGE_WORKER_DATABASE_CONN_MAX_AGE", default=60)
+# Each web (ASGI) process borrows connections from a pool of at most this
+# many (mirage/asgi.py); 0 opens one per request instead. A request waits at
+# most MIRAGE_WEB_DATABASE_POOL_TIMEOUT_SECONDS for a free one.
+MIRAGE_WEB_DATABASE_POOL_SIZE = env.int("MIRAGE_WEB_DATABASE_POOL_SIZE", default=8)
+MIRAGE_WEB_DATABASE_POOL_TIMEOUT_SECONDS = env.float("MIRAGE_WEB_DATABASE_POOL_TIMEOUT_SECONDS", default=10.0)
 DATABASES = {"default": _database_from_url(MIRAGE_DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
