@@ -192,6 +192,34 @@ def backend_cpu_seconds() -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU seconds used so far by the whole PostgreSQL server: the
+    postmaster, every live child (backends of any database, background
+    workers) and every child already exited (the postmaster's reaped
+    children: a backend per connection that ended). Server-wide, so a fair
+    reading of this row's load only on an otherwise idle server; None when
+    the server runs where this process cannot see it."""
+    import psutil
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        postmaster = psutil.Process(pid).parent()
+        processes = [postmaster, *postmaster.children()]
+        total = sum(postmaster.cpu_times()[2:4])  # children_user, children_system
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    except (psutil.Error, AttributeError):
+        return None
+    return total
+
+
 def page_cpu(view, project_id: int, token: str, *, pages: int) -> tuple[float, float | None]:
     """CPU milliseconds per list page of `view`, called in this process
     (DRF's dispatch, token authentication, the queries, JSON rendering; no
@@ -238,6 +266,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run(*, quick: bool) -> list[Result]:
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
@@ -297,9 +326,14 @@ def run(*, quick: bool) -> list[Result]:
         say(f"  uvicorn up at {base_url}; one list request alone, then {CLIENTS} clients x {per_client}")
         alone, _ = load_one(base_url, list_path, headers)
         connections_before = open_connections()
-        web_cpu_before = group.cpu_seconds()["web"]
+        web_cpu_before, server_cpu_before = group.cpu_seconds()["web"], server_cpu_seconds()
         list_latencies, list_codes = load(base_url, list_path, headers, requests_per_client=per_client)
-        web_cpu_per_page = (group.cpu_seconds()["web"] - web_cpu_before) * 1000 / max(1, len(list_latencies))
+        answered = max(1, len(list_latencies))
+        web_cpu_per_page = (group.cpu_seconds()["web"] - web_cpu_before) * 1000 / answered
+        server_cpu_after = server_cpu_seconds()
+        server_cpu_per_page = (
+            None if server_cpu_before is None else (server_cpu_after - server_cpu_before) * 1000 / answered
+        )
         connections_after = open_connections()
         say(
             f"    database connections of the benchmark database: {connections_before} before the load, "
@@ -312,7 +346,8 @@ def run(*, quick: bool) -> list[Result]:
     health_p95 = percentile(health_latencies, 0.95)
     say(
         f"    list alone {alone * 1000:.0f} ms; under load p50 {list_p50 * 1000:.0f} ms p95 {list_p95 * 1000:.0f} ms "
-        f"{list_codes}, web process CPU {web_cpu_per_page:.1f} ms per answered page; healthz p50 "
+        f"{list_codes}, web process CPU {web_cpu_per_page:.1f} ms and PostgreSQL server CPU "
+        f"{milliseconds(server_cpu_per_page)} per answered page; healthz p50 "
         f"{health_p50 * 1000:.0f} ms p95 {health_p95 * 1000:.0f} ms {health_codes}"
     )
     health_unanswered = sum(count for outcome, count in health_codes.items() if not isinstance(outcome, int))
@@ -341,7 +376,9 @@ def run(*, quick: bool) -> list[Result]:
                 "queries and rendering, no HTTP server); PostgreSQL backend CPU per page "
                 f"{milliseconds(product_backend)} against {milliseconds(generic_backend)}; under the "
                 f"{CLIENTS}-client load below the uvicorn process used {web_cpu_per_page:.1f} ms per answered page "
-                "(its middleware, the ASGI handler and a database connection per request included)"
+                f"(its middleware and the ASGI handler included; connections from its pool, "
+                f"MIRAGE_WEB_DATABASE_POOL_SIZE={settings.MIRAGE_WEB_DATABASE_POOL_SIZE}) and the PostgreSQL server "
+                f"{milliseconds(server_cpu_per_page)} (all its processes, exited backends included)"
             ],
         ),
         Result(
