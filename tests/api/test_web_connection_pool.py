@@ -5,14 +5,18 @@ pool's connections (a real uvicorn against the test database)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 
 import httpx
 import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from tests.support import figures
 from tests.support.factories import make_project, make_user
-from tests.support.processes import Stack
+from tests.support.processes import Stack, elapsed_since
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -69,3 +73,31 @@ def test_requests_reuse_the_pools_connections_and_event_streams_hold_none(web):
                 assert client.get(f"/api/v1/projects/{project.id}/").status_code == 200
             seen |= web_sessions()
         assert len(seen) <= POOL_SIZE, seen
+
+
+@pytest.mark.skipif(bool(os.environ.get("MIRAGE_DATABASE_URL")), reason="restarts only the project-local PostgreSQL")
+def test_after_a_postgresql_restart_the_pool_answers_again_and_never_500(web):
+    from mirage import devservices
+
+    user = make_user()
+    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    codes: list[int] = []
+
+    def answers(client: httpx.Client) -> bool:
+        codes.append(client.get("/api/v1/projects/").status_code)
+        return codes[-1] == 200
+
+    with httpx.Client(base_url=web, headers=headers, timeout=30) as client:
+        assert answers(client)
+        # Every pooled connection of the web process dies with the server.
+        connection.close()
+        devservices.database_restart()
+        restarted = time.monotonic()
+        wait_until(lambda: answers(client), timeout=120, interval=0.5, message="the web process answers 200 again")
+        recovery = elapsed_since(restarted)
+        # The pool serves again, from new sessions.
+        for _ in range(5):
+            assert answers(client)
+    # While no connection was to be had: 503 with a reason, never a 500.
+    assert set(codes) <= {200, 503}, codes
+    figures.record("web pool: PostgreSQL restarted", seconds_from_restart_to_200=recovery, answers=len(codes))
