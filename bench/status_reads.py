@@ -175,16 +175,20 @@ def generic_list_view():
     return GenericDocumentListApi.as_view()
 
 
-def backend_cpu_seconds() -> float | None:
-    """CPU seconds used so far by this process's PostgreSQL backend (its
-    /proc entry; None when the server runs where /proc cannot see it)."""
+def backend_pid() -> int:
+    """The pid of this process's PostgreSQL backend."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
+        return cursor.fetchone()[0]
+
+
+def backend_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this process's PostgreSQL backend (its
+    /proc entry; None when the server runs where /proc cannot see it)."""
     try:
-        with open(f"/proc/{pid}/stat") as handle:
+        with open(f"/proc/{backend_pid()}/stat") as handle:
             stat = handle.read()
     except OSError:
         return None
@@ -200,13 +204,9 @@ def server_cpu_seconds() -> float | None:
     reading of this row's load only on an otherwise idle server; None when
     the server runs where this process cannot see it."""
     import psutil
-    from django.db import connection
 
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
     try:
-        postmaster = psutil.Process(pid).parent()
+        postmaster = psutil.Process(backend_pid()).parent()
         processes = [postmaster, *postmaster.children()]
         total = sum(postmaster.cpu_times()[2:4])  # children_user, children_system
         for process in processes:
