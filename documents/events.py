@@ -77,12 +77,22 @@ def _marker(document_id: int, generation: int) -> str:
     return common_events.redis_key("dispatched", document_id, generation)
 
 
+def _runs() -> str:
+    """The set of runs whose dispatch marker was written and not yet
+    forgotten ("<document id>:<generation>"): where the reconciler finds a
+    run that ended without its after-commit work (`lost_run_ends`)."""
+    return common_events.redis_key("runs", "dispatched")
+
+
 def mark_dispatched(*, document_id: int, generation: int) -> None:
     """Remember, in the broker's own Redis, that this run's tasks were sent. If
     Redis later loses its data, the marker goes with the messages, and the
     reconciler knows to send them again."""
     try:
-        common_events.client().set(_marker(document_id, generation), 1, ex=DISPATCH_MARKER_TTL_SECONDS)
+        pipe = common_events.client().pipeline(transaction=True)
+        pipe.set(_marker(document_id, generation), 1, ex=DISPATCH_MARKER_TTL_SECONDS)
+        pipe.sadd(_runs(), f"{document_id}:{generation}")
+        pipe.execute()
     except redis.RedisError as exc:
         logger.warning("dispatch marker for document %s not written: %s", document_id, exc)
 
@@ -146,12 +156,30 @@ def forget_run(*, document_id: int, generation: int) -> None:
     try:
         pipe = common_events.client().pipeline(transaction=False)
         pipe.delete(*keys)
+        pipe.srem(_runs(), f"{document_id}:{generation}")
         pipe.expire(
             common_events.rank_key(_progress_key(document_id, generation)), common_events.FINISHED_RANK_TTL_SECONDS
         )
         pipe.execute()
     except redis.RedisError as exc:
         logger.warning("keys of document %s's finished run not removed: %s", document_id, exc)
+
+
+def dispatched_runs() -> list[tuple[int, int]]:
+    """Every (document_id, generation) run marked dispatched and not yet
+    forgotten: the runs in flight, and any that ended while the process
+    ending it died before forgetting it. Empty when Redis cannot be asked."""
+    try:
+        members = common_events.client().smembers(_runs())
+    except redis.RedisError as exc:
+        logger.warning("dispatched runs not readable: %s", exc)
+        return []
+    runs = []
+    for member in members:
+        document_id, _, generation = member.partition(":")
+        if document_id.isdigit() and generation.isdigit():
+            runs.append((int(document_id), int(generation)))
+    return sorted(runs)
 
 
 def documents_missing_dispatch_marker(runs) -> list[tuple[int, int]]:

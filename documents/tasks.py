@@ -92,8 +92,12 @@ def import_directory(self, job_id: int) -> None:
 
 @shared_task(name="reconcile.finalize_settled_documents", acks_late=True)
 def finalize_settled_documents() -> int:
+    """Documents whose run ended without its callback, then runs that ended
+    without their after-commit work; returns how many documents it mended."""
     with try_advisory_lock("reconcile.finalize_settled_documents") as acquired:
-        return len(services.documents_finalize_settled()) if acquired else 0
+        if not acquired:
+            return 0
+        return len(services.documents_finalize_settled()) + len(services.lost_run_ends())
 
 
 @shared_task(name="reconcile.redispatch_stuck_chunks", acks_late=True)

@@ -54,6 +54,7 @@ from documents.services.repairs import (
     documents_finalize_settled,
     documents_rederive_disagreeing,
     documents_redispatch_unparsed,
+    lost_run_ends,
 )
 from documents.services.retrying import document_retry_chunks
 from documents.services.runs import (
@@ -131,6 +132,7 @@ __all__ = [
     "document_transition",
     "documents_finalize_settled",
     "documents_redispatch_unparsed",
+    "lost_run_ends",
     "documents_rederive_disagreeing",
     "lock_job_and_document",
     "project_create",

@@ -64,8 +64,6 @@ def document_finalize(
             error_message=error_message,
             **usable_fields,
         )
-        finished_run = document.generation
-        transaction.on_commit(lambda: events.forget_run(document_id=document_id, generation=finished_run))
         if document.current_job_id:
             counters = {"chunks_failed": failed, "files_indexed": 1 if status != DocStatus.ERROR else 0}
             if status in (DocStatus.READY, DocStatus.PARTIAL):
@@ -86,6 +84,11 @@ def document_finalize(
                     error_message=document.error_message,
                     **counters,
                 )
+        # Registered last, after the status events: a run still marked
+        # dispatched after its end tells the reconciler that this process
+        # died before its after-commit work was done (repairs.lost_run_ends).
+        finished_run = document.generation
+        transaction.on_commit(lambda: events.forget_run(document_id=document_id, generation=finished_run))
     logger.info("document %s finalized as %s (%s)", document_id, status, counts)
     return status
 

@@ -24,6 +24,7 @@ from documents.services.finishing import _status_reason, document_chunk_counts, 
 from documents.services.pausing import RESUMED_AT, paused_project_ids
 from documents.services.transitions import chunks_transition, document_record_repair, document_transition
 from documents.status import derive_document_status
+from jobs import events as job_events
 from jobs import services as job_services
 from jobs.models import Job
 
@@ -201,6 +202,45 @@ def documents_finalize_settled() -> list[int]:
                 )
                 finalized.append(document_id)
     return finalized
+
+
+# A run that ended this recently may still be doing its after-commit work
+# in the process that ended it.
+LOST_RUN_END_GRACE_SECONDS = 30
+
+
+def lost_run_ends(*, now: datetime | None = None) -> list[int]:
+    """Runs that ended (their document finished, was cancelled, deleted or
+    began another run) but are still marked dispatched: the process that
+    ended them died between its commit and its after-commit work. Publish
+    the document's status and its job's (clients would otherwise see them
+    running for ever) and forget the run's keys in Redis. Returns the
+    documents whose run end was completed here."""
+    runs = events.dispatched_runs()
+    if not runs:
+        return []
+    now = now or timezone.now()
+    documents = Document.objects.in_bulk({document_id for document_id, _ in runs})
+    completed = []
+    for document_id, generation in runs:
+        document = documents.get(document_id)
+        current = document is not None and document.generation == generation
+        if current and document.status in Document.ACTIVE_STATUSES:
+            continue  # the run goes on
+        if current and document.updated_at > now - timedelta(seconds=LOST_RUN_END_GRACE_SECONDS):
+            continue  # just ended: its own process may still be publishing
+        if current:
+            events.publish_document(document)
+            if document.current_job_id:
+                job_events.publish_job_id(document.current_job_id)
+            logger.warning(
+                "reconcile: document %s ended as %s without its after-commit work; events published again",
+                document_id,
+                document.status,
+            )
+        events.forget_run(document_id=document_id, generation=generation)
+        completed.append(document_id)
+    return completed
 
 
 def chunks_fail_stranded(*, actor: str = history.SYSTEM) -> int:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from common import events as common_events
 from common import history, signals
-from documents import jobkinds
+from documents import events, jobkinds
 from documents.models import Chunk, Document
 from documents.services.finishing import document_chunk_counts
 from documents.services.transitions import chunks_transition, document_transition, lock_job_and_document
@@ -191,6 +191,8 @@ def document_cancel_work(job: Job, *, actor: str, reason: str) -> None:
         error_message=message,
         **_finished_at(final_status),
     )
+    stopped_run = document.generation
+    transaction.on_commit(lambda: events.forget_run(document_id=document.id, generation=stopped_run))
 
 
 def _finished_at(status: str) -> dict:

@@ -204,3 +204,78 @@ def test_a_ready_document_with_a_failed_chunk_is_reported_and_rederived():
     assert services.documents_rederive_disagreeing() == [document.id]
     document.refresh_from_db()
     assert document.status == "partial"
+
+
+def _stream_events(redis_client, project_id: int) -> list[tuple[str, dict]]:
+    import json
+
+    from common import events as common_events
+
+    entries = redis_client.xrange(common_events.stream_key(project_id))
+    return [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _, fields in entries]
+
+
+def test_a_run_ended_by_a_process_that_died_before_its_after_commit_work_is_ended_by_the_reconciler(
+    redis_client, django_capture_on_commit_callbacks
+):
+    from common import events as common_events
+    from jobs import events as job_events
+
+    document, job = indexing_document(["ready", "ready", "pending"])
+    generation = document.generation
+    events.mark_dispatched(document_id=document.id, generation=generation)
+    job_events.publish_job(Job.objects.get(id=job.id))  # `running`, its rank kept for days
+    job_rank = common_events.rank_key(f"job:{job.id}")
+    assert redis_client.ttl(job_rank) > common_events.FINISHED_RANK_TTL_SECONDS
+    # The run goes on: the reconciler leaves it alone (runs other tests
+    # left in Redis may be ended here).
+    assert document.id not in services.lost_run_ends()
+    assert (document.id, generation) in events.dispatched_runs()
+
+    # The last chunk finishes and the run is finalised, but the process
+    # dies between the commit and its after-commit work: no status event,
+    # the run's keys stay.
+    Chunk.objects.filter(document=document, status="pending").update(status="ready", embedding=VECTOR)
+    with django_capture_on_commit_callbacks(execute=False) as lost:
+        assert services.document_finalize(document_id=document.id) == "ready"
+    assert lost  # publishing and forgetting were left to after the commit
+    assert redis_client.exists(events._marker(document.id, generation)) == 1
+    published_before = _stream_events(redis_client, document.project_id)
+
+    # Within the grace period its own process may still be at it.
+    assert document.id not in services.lost_run_ends()
+    later = timezone.now() + timedelta(seconds=services.repairs.LOST_RUN_END_GRACE_SECONDS + 1)
+    assert document.id in services.lost_run_ends(now=later)
+
+    new_events = _stream_events(redis_client, document.project_id)[len(published_before) :]
+    assert ("document.status", "ready") in [(event, data["status"]) for event, data in new_events]
+    assert ("job.progress", "completed") in [(event, data["status"]) for event, data in new_events]
+    assert redis_client.exists(events._marker(document.id, generation)) == 0
+    assert (document.id, generation) not in events.dispatched_runs()
+    assert 0 < redis_client.ttl(job_rank) <= common_events.FINISHED_RANK_TTL_SECONDS
+    # Once is enough: the next tick finds nothing.
+    assert document.id not in services.lost_run_ends(now=later)
+
+
+def test_a_cancelled_or_deleted_run_is_forgotten_without_a_status_event(
+    redis_client, django_capture_on_commit_callbacks
+):
+    from jobs import services as job_services
+
+    cancelled, job = indexing_document(["ready", "processing"])
+    events.mark_dispatched(document_id=cancelled.id, generation=cancelled.generation)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_services.job_cancel(job_id=job.id, actor="test")
+    assert Document.objects.get(id=cancelled.id).status == "cancelled"
+    assert (cancelled.id, cancelled.generation) not in events.dispatched_runs()
+    assert redis_client.exists(events._marker(cancelled.id, cancelled.generation)) == 0
+
+    # A run whose document is gone (or began another run) is only forgotten.
+    deleted, _ = indexing_document(["ready"])
+    events.mark_dispatched(document_id=deleted.id, generation=deleted.generation)
+    project_id = deleted.project_id
+    Document.objects.filter(id=deleted.id).delete()
+    before = _stream_events(redis_client, project_id)
+    assert deleted.id in services.lost_run_ends()
+    assert _stream_events(redis_client, project_id) == before
+    assert (deleted.id, deleted.generation) not in events.dispatched_runs()
