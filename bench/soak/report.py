@@ -34,6 +34,10 @@ def _ttl(seconds: int | None) -> str:
     return f"expires within {seconds / 86400:.1f} d" if seconds >= 86400 else f"expires within {seconds} s"
 
 
+def _before_or_after(seconds: float) -> str:
+    return f"{-seconds:.0f} s before" if seconds < 0 else f"{seconds:.0f} s after"
+
+
 def _mb(size: float | None) -> str:
     return "-" if size is None else f"{size / MB:.1f} MB"
 
@@ -148,8 +152,8 @@ def postgres(run: dict) -> list[Result]:
             notes=[
                 f"autovacuum ran {runs} times on the chunk table during the soak"
                 + (
-                    f", the last {chunk['last_autovacuum'] - run['all_final']:+.0f} s from the moment every "
-                    "document was final"
+                    f", the last {_before_or_after(chunk['last_autovacuum'] - run['all_final'])} "
+                    "every document was final"
                     if runs
                     else ""
                 )
