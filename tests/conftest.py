@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
+
 import pytest
 import redis
 from django.conf import settings
@@ -8,6 +11,25 @@ from mirage.celery import app as celery_app
 
 # The `corpus_present` fixture behind `requires_corpus`.
 pytest_plugins = ["tests.support.corpus"]
+
+
+# The suite runs in several processes (make test) against one PostgreSQL
+# server. A test that restarts it (`restarts_database`) would break whatever
+# the other processes are doing then, so it takes this lock exclusively and
+# every other test takes it shared, from its set-up to its teardown.
+DATABASE_LOCK = Path(__file__).resolve().parents[1] / ".mirage" / "tests-database.lock"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    DATABASE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    exclusive = item.get_closest_marker("restarts_database") is not None
+    with open(DATABASE_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,7 @@ def test_requests_reuse_the_pools_connections_and_event_streams_hold_none(web):
         assert len(seen) <= POOL_SIZE, seen
 
 
+@pytest.mark.restarts_database
 @pytest.mark.skipif(bool(os.environ.get("MIRAGE_DATABASE_URL")), reason="restarts only the project-local PostgreSQL")
 def test_after_a_postgresql_restart_the_pool_answers_again_and_never_500(web):
     from mirage import devservices

@@ -163,6 +163,7 @@ def test_redis_restarted_with_its_data_lost_loses_nothing(stack, tmp_path):
     )
 
 
+@pytest.mark.restarts_database
 @pytest.mark.skipif(bool(os.environ.get("MIRAGE_DATABASE_URL")), reason="restarts only the project-local PostgreSQL")
 def test_postgres_restart_while_documents_are_in_flight_loses_nothing(stack, tmp_path):
     from mirage import devservices
