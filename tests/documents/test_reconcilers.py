@@ -11,6 +11,7 @@ from django.utils import timezone
 from documents import events, invariants, services
 from documents.models import Chunk, Document
 from jobs.models import Job
+from tests.support.events import stream
 from tests.support.factories import make_project, markdown_document, submit_bytes
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
@@ -206,15 +207,6 @@ def test_a_ready_document_with_a_failed_chunk_is_reported_and_rederived():
     assert document.status == "partial"
 
 
-def _stream_events(redis_client, project_id: int) -> list[tuple[str, dict]]:
-    import json
-
-    from common import events as common_events
-
-    entries = redis_client.xrange(common_events.stream_key(project_id))
-    return [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _, fields in entries]
-
-
 def test_a_run_ended_by_a_process_that_died_before_its_after_commit_work_is_ended_by_the_reconciler(
     redis_client, django_capture_on_commit_callbacks
 ):
@@ -240,14 +232,14 @@ def test_a_run_ended_by_a_process_that_died_before_its_after_commit_work_is_ende
         assert services.document_finalize(document_id=document.id) == "ready"
     assert lost  # publishing and forgetting were left to after the commit
     assert redis_client.exists(events._marker(document.id, generation)) == 1
-    published_before = _stream_events(redis_client, document.project_id)
+    published_before = stream(document.project_id)
 
     # Within the grace period its own process may still be at it.
     assert document.id not in services.lost_run_ends()
     later = timezone.now() + timedelta(seconds=services.repairs.LOST_RUN_END_GRACE_SECONDS + 1)
     assert document.id in services.lost_run_ends(now=later)
 
-    new_events = _stream_events(redis_client, document.project_id)[len(published_before) :]
+    new_events = stream(document.project_id)[len(published_before) :]
     assert ("document.status", "ready") in [(event, data["status"]) for event, data in new_events]
     assert ("job.progress", "completed") in [(event, data["status"]) for event, data in new_events]
     assert redis_client.exists(events._marker(document.id, generation)) == 0
@@ -275,7 +267,7 @@ def test_a_cancelled_or_deleted_run_is_forgotten_without_a_status_event(
     events.mark_dispatched(document_id=deleted.id, generation=deleted.generation)
     project_id = deleted.project_id
     Document.objects.filter(id=deleted.id).delete()
-    before = _stream_events(redis_client, project_id)
+    before = stream(project_id)
     assert deleted.id in services.lost_run_ends()
-    assert _stream_events(redis_client, project_id) == before
+    assert stream(project_id) == before
     assert (deleted.id, deleted.generation) not in events.dispatched_runs()

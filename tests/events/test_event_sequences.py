@@ -5,25 +5,16 @@ one `document.status` per change of status, progress as
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import redis
-from django.conf import settings
 
-from common.events import stream_key
 from documents import services
 from documents.models import Chunk, Document
 from jobs.services import job_cancel
+from tests.support.events import stream
 from tests.support.factories import make_project, markdown_document, submit_bytes
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def stream(project_id: int) -> list[tuple[str, dict]]:
-    client = redis.Redis.from_url(settings.MIRAGE_REDIS_URL, decode_responses=True)
-    return [(fields["event"], json.loads(fields["data"])) for _, fields in client.xrange(stream_key(project_id))]
 
 
 def of(events, kind: str, object_id: int) -> list[dict]:
