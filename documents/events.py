@@ -84,6 +84,10 @@ def _runs() -> str:
     return common_events.redis_key("runs", "dispatched")
 
 
+def _run_member(document_id: int, generation: int) -> str:
+    return f"{document_id}:{generation}"
+
+
 def mark_dispatched(*, document_id: int, generation: int) -> None:
     """Remember, in the broker's own Redis, that this run's tasks were sent. If
     Redis later loses its data, the marker goes with the messages, and the
@@ -91,7 +95,7 @@ def mark_dispatched(*, document_id: int, generation: int) -> None:
     try:
         pipe = common_events.client().pipeline(transaction=True)
         pipe.set(_marker(document_id, generation), 1, ex=DISPATCH_MARKER_TTL_SECONDS)
-        pipe.sadd(_runs(), f"{document_id}:{generation}")
+        pipe.sadd(_runs(), _run_member(document_id, generation))
         pipe.execute()
     except redis.RedisError as exc:
         logger.warning("dispatch marker for document %s not written: %s", document_id, exc)
@@ -156,7 +160,7 @@ def forget_run(*, document_id: int, generation: int) -> None:
     try:
         pipe = common_events.client().pipeline(transaction=False)
         pipe.delete(*keys)
-        pipe.srem(_runs(), f"{document_id}:{generation}")
+        pipe.srem(_runs(), _run_member(document_id, generation))
         pipe.expire(
             common_events.rank_key(_progress_key(document_id, generation)), common_events.FINISHED_RANK_TTL_SECONDS
         )
